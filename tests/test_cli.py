@@ -44,4 +44,4 @@ def test_prompts_show_unknown_key_is_a_clear_error() -> None:
 def test_analyze_prompts_reports_layers() -> None:
     result = runner.invoke(app, ["analyze-prompts", "--agent", "code-reviewer"])
     assert result.exit_code == 0
-    assert "code-reviewer" in result.stdout and "TIER_2_ANALYSIS" in result.stdout
+    assert "code-reviewer" in result.stdout and "2 analysis" in result.stdout

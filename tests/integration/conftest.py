@@ -1,0 +1,70 @@
+"""The real embedded vLLM engine, started once per test session on 127.0.0.1.
+
+The engine is stopped by PID in the fixture's teardown, also when tests fail, and the
+teardown checks that nothing was left behind (process, state file, temporary files).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prefixcache import PromptLibrary, Settings
+from prefixcache._engine import LocalEngine, _alive, free_port
+from prefixcache._engine_config import VLLMConfig, default_home
+
+
+def _temp_entries() -> set[str]:
+    return set(os.listdir(tempfile.gettempdir()))
+
+
+@pytest.fixture(scope="session")
+def engine_config(tmp_path_factory: pytest.TempPathFactory) -> VLLMConfig:
+    return VLLMConfig(
+        port=free_port(),
+        device="cpu",
+        state_dir=tmp_path_factory.mktemp("engine-state"),
+        model_cache_dir=default_home() / "models",  # prepared by `make setup`
+        request_timeout_s=300,
+        max_retries=1,
+        retry_backoff_s=0.2,
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(engine_config: VLLMConfig) -> Iterator[LocalEngine]:
+    before = _temp_entries()
+    local = LocalEngine(engine_config, progress=print)
+    with local:
+        pid = local.recorded_pid()
+        assert pid is not None
+        yield local
+    assert not _alive(pid), f"vLLM server pid {pid} still alive after stop"
+    assert not local.pid_file.exists()
+    assert not local.run_dir.exists()
+    leftovers = {e for e in _temp_entries() - before if "vllm" in e or "torch" in e or len(e) == 36}
+    assert not leftovers, f"the engine left files in {tempfile.gettempdir()}: {sorted(leftovers)}"
+
+
+@pytest.fixture(scope="session")
+def live_library() -> PromptLibrary:
+    return PromptLibrary(Settings())
+
+
+@pytest.fixture(scope="session")
+def block_size(engine: LocalEngine) -> int:
+    from prefixcache._inspect import EngineInspector
+
+    with EngineInspector(engine.base_url, engine.model) as inspector:
+        size = inspector.cache_stats().block_size
+    assert size is not None
+    return size
+
+
+@pytest.fixture
+def served_model_dir(engine: LocalEngine) -> Path:
+    return Path(engine.model_path())

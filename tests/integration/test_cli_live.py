@@ -1,0 +1,95 @@
+"""The command line against real vLLM servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prefixcache._engine import LocalEngine, _alive, free_port
+from prefixcache._engine_config import VLLMConfig, default_home
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prefixcache", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+
+
+def test_analyze_predicted_equals_measured(engine: LocalEngine) -> None:
+    result = cli(
+        "analyze",
+        "--base-url",
+        engine.base_url,
+        "--agent",
+        "frontend-engineer",
+        "--agent",
+        "orchestrator",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if "frontend-engineer" in line or "orchestrator" in line
+    ]
+    assert len(rows) == 2 and all(" yes " in row for row in rows), result.stdout
+    assert "block 128" in result.stdout
+
+
+def test_doctor_passes_on_the_embedded_engine(engine: LocalEngine) -> None:
+    result = cli("doctor", "--base-url", engine.base_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("server reachable", "prefix caching enabled", "cached-token reporting",
+                 "chat template stable", "live two-request test"):  # fmt: skip
+        assert f"PASS {name}" in result.stdout
+
+
+def test_doctor_fails_with_fixes_when_no_server() -> None:
+    result = cli("doctor", "--base-url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "FAIL server reachable" in result.stdout and "prefixcache engine start" in result.stdout
+
+
+def test_engine_start_status_logs_stop(tmp_path: Path) -> None:
+    """`prefixcache engine ...` as a user runs it: a second real server, own port and state."""
+    port = free_port()
+    state = tmp_path / "state"
+    config = tmp_path / "config.yaml"
+    vllm = {
+        "port": port,
+        "device": "cpu",
+        "state_dir": str(state),
+        "model_cache_dir": str(default_home() / "models"),
+    }
+    config.write_text(yaml.safe_dump({"llm": {"vllm": vllm}}))
+    engine = LocalEngine(VLLMConfig.from_mapping(vllm))
+    try:
+        started = cli("engine", "start", "--config", str(config))
+        assert started.returncode == 0, started.stderr
+        assert f"127.0.0.1:{port}" in started.stdout
+        pid = engine.recorded_pid()
+        assert pid is not None and _alive(pid)
+        assert (state / "run").is_dir()  # the server's temporary files are confined here
+        status = cli("engine", "status", "--config", str(config))
+        assert status.returncode == 0 and "healthy: True" in status.stdout
+        again = cli("engine", "start", "--config", str(config))
+        assert again.returncode == 0 and "already running" in again.stderr
+        logs = cli("engine", "logs", "--config", str(config), "-n", "5")
+        assert logs.returncode == 0 and logs.stdout.strip()
+        stopped = cli("engine", "stop", "--config", str(config))
+        assert stopped.returncode == 0 and f"stopped pid {pid}" in stopped.stdout
+        assert not _alive(pid)
+        assert not (state / "run").exists() and not (state / "server.json").exists()
+        assert cli("engine", "status", "--config", str(config)).returncode == 1
+    finally:
+        engine.stop()  # by PID, also when an assertion above failed
