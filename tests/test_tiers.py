@@ -48,6 +48,8 @@ def test_the_guides_22_agents_in_4_tiers() -> None:
     assert list_agents_by_tier(AgentTier.TIER_4_ORCHESTRATOR) == ["orchestrator"]
     stats = get_tier_statistics()
     assert sum(s["agent_count"] for s in stats.values()) == 22
+    assert stats["TIER_1_DEFAULT"]["expected_hit_rate"] == "90-95%"
+    assert all(s["measured_hit_rate"].endswith("%") for s in stats.values())
 
 
 def test_guide_examples() -> None:

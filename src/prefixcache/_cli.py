@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._analysis import prompt_sizes
+from ._bench import ARMS, MULTITURN_ARMS, ArmRun, Benchmark, BenchSettings
 from ._client import LLMInterface
 from ._config import load_settings
 from ._doctor import run_checks
@@ -22,6 +26,7 @@ from ._inspect import EngineInspector
 from ._library import PromptLibrary
 from ._lint import lint_paths
 from ._model import prepare_embedded_model
+from ._report import environment, grids, print_report, save
 from ._token_analysis import (
     TEMPLATE_FIX,
     TokenAnalysis,
@@ -29,6 +34,7 @@ from ._token_analysis import (
     chat_template_preamble,
     measure,
 )
+from ._workloads import SCENARIOS
 
 app = typer.Typer(
     help="Cache-stable prompts for vLLM prefix caching: build them, lint them, measure them.",
@@ -348,7 +354,134 @@ def doctor(
         raise typer.Exit(1)
 
 
+def _csv(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command()
+def bench(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help=f"Scenario(s): {', '.join(SCENARIOS)} or all (default: single).",
+        ),
+    ] = None,
+    arms: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arms", help=f"Arms (comma list): {', '.join(dict.fromkeys(ARMS + MULTITURN_ARMS))}."
+        ),
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Run everything N times (medians reported).")
+    ] = 1,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded per request.")] = 32,
+    sweep: Annotated[
+        str | None, typer.Option(help="Scenario 1 again at these max_tokens, e.g. 16,32,64,256.")
+    ] = None,
+    sessions: Annotated[int, typer.Option(min=1, help="Concurrent sessions (scenario 5).")] = 8,
+    requests_per_session: Annotated[
+        int, typer.Option(min=1, help="Requests per session (scenario 5).")
+    ] = 3,
+    base_url: BaseUrlOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder (default results/<timestamp>).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run real agent workflows on a real vLLM server, arms side by side, and write a report."""
+    scenarios = _csv(scenario) or ["single"]
+    if "all" in scenarios:
+        scenarios = list(SCENARIOS)
+    unknown = [x for x in scenarios if x not in SCENARIOS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}, all"
+        )
+    chosen_arms = _csv(arms) or list(dict.fromkeys(ARMS + MULTITURN_ARMS))
+    bad_arms = [a for a in chosen_arms if a not in ARMS + MULTITURN_ARMS]
+    if bad_arms:
+        raise typer.BadParameter(f"unknown arm(s) {bad_arms}")
+    try:
+        sweep_counts = tuple(int(x) for x in _csv([sweep] if sweep else []))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--sweep takes comma-separated integers, got {sweep!r}") from exc
+    settings = BenchSettings(
+        scenarios=tuple(scenarios), arms=tuple(chosen_arms), repeat=repeat, max_tokens=max_tokens,
+        sweep=sweep_counts, sessions=sessions, requests_per_session=requests_per_session,
+    )  # fmt: skip
+    library = _library(config)
+    cfg = _vllm_config(config, base_url)
+    folder = out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    command = (
+        "prefixcache " + " ".join(sys.argv[1:])
+        if sys.argv[1:2] == ["bench"]
+        else "prefixcache bench"
+    )
+    if base_url:
+        _bench(library, cfg, settings, folder, command, device="remote")
+    else:
+        cfg = cfg.with_overrides(base_url=None, port=free_port(cfg.host))
+        with _engine(cfg):
+            _bench(library, cfg, settings, folder, command, device=cfg.resolved_device())
+
+
+def _bench(
+    library: PromptLibrary,
+    cfg: VLLMConfig,
+    settings: BenchSettings,
+    folder: Path,
+    command: str,
+    device: str,
+) -> None:
+    with EngineInspector(cfg.url, cfg.model_name(), cfg.api_key) as inspector:
+        stats = inspector.cache_stats()
+        if not stats.block_size:
+            raise PrefixCacheError(f"{cfg.url}/metrics has no vllm:cache_config_info; is it vLLM?")
+        if stats.prefix_caching_enabled is False:
+            raise PrefixCacheError(
+                f"Prefix caching is off on {cfg.url}; start vLLM with --enable-prefix-caching."
+            )
+        env = environment(
+            engine_version=stats.version, model=cfg.model_name(), block_size=stats.block_size,
+            device=device, base_url=cfg.url, settings=settings, command=command,
+        )  # fmt: skip
+        planned = settings.planned_requests()
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("benchmark", total=planned)
+
+            def tick(message: str) -> None:
+                progress.update(task, advance=1, description=message)
+
+            async def go() -> list[ArmRun]:
+                async with LLMInterface(cfg) as llm:
+                    runner = Benchmark(
+                        llm, inspector, library, stats.block_size or 0, on_request=tick
+                    )
+                    return await runner.run(settings)
+
+            runs = asyncio.run(go())
+    all_grids = grids(runs, library.tiers, settings)
+    print_report(console, all_grids)
+    paths = save(folder, env, runs, all_grids)
+    console.print(f"report: {paths[1]}")
+    for path in paths:
+        console.print(f"  {path}")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds `with LocalEngine(...)` blocks, so an engine this process started
+    # is stopped by PID even when the command is terminated.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app()
     except PrefixCacheError as exc:

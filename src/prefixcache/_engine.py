@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ class LocalEngine:
         self.state_dir = config.state_dir
         self.pid_file = self.state_dir / "server.json"
         self.log_file = self.state_dir / "server.log"
-        self.run_dir = self.state_dir / "run"
+        # The server's TMPDIR: a short path in the system temp folder (ZMQ IPC socket paths
+        # must stay under 107 characters), recorded in the state file and removed on stop.
+        self.run_dir: Path | None = None
 
     # -- properties ----------------------------------------------------------
     @property
@@ -168,14 +171,14 @@ class LocalEngine:
         cmd += list(cfg.extra_args)
         return cmd
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, run_dir: Path) -> dict[str, str]:
         cfg = self.config
         env = dict(os.environ)
         env.update(
-            TMPDIR=str(self.run_dir),
-            VLLM_CACHE_ROOT=str(self.run_dir / "vllm-cache"),
-            XDG_CACHE_HOME=str(self.run_dir / "xdg-cache"),
-            TORCHINDUCTOR_CACHE_DIR=str(self.run_dir / "inductor"),
+            TMPDIR=str(run_dir),
+            VLLM_CACHE_ROOT=str(run_dir / "vllm-cache"),
+            XDG_CACHE_HOME=str(run_dir / "xdg-cache"),
+            TORCHINDUCTOR_CACHE_DIR=str(run_dir / "inductor"),
             VLLM_NO_USAGE_STATS="1",
             DO_NOT_TRACK="1",
         )
@@ -198,6 +201,12 @@ class LocalEngine:
         """The PID in the state file, if that process is still a vLLM server."""
         pid = self._recorded().get("pid")
         return pid if isinstance(pid, int) and _is_our_server(pid) else None
+
+    def recorded_run_dir(self) -> Path | None:
+        value = self._recorded().get("run_dir")
+        if not isinstance(value, str) or not Path(value).name.startswith("prefixcache-vllm-"):
+            return None  # never remove a folder this engine did not create
+        return Path(value)
 
     def recorded_url(self) -> str:
         url = self._recorded().get("url")
@@ -258,8 +267,7 @@ class LocalEngine:
                 self._say(f"preparing the embedded model into {model_dir} (once)")
                 prepare_embedded_model(cfg.model_cache_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.run_dir.mkdir(parents=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="prefixcache-vllm-"))
         log = self.log_file.open("wb")
         try:
             self._proc = subprocess.Popen(
@@ -267,13 +275,18 @@ class LocalEngine:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.environment(),
+                env=self.environment(self.run_dir),
                 cwd=self.run_dir,
                 start_new_session=True,  # own process group: the EngineCore child goes with it
             )
         finally:
             log.close()
-        record = {"pid": self._proc.pid, "url": self.base_url, "model": self.model}
+        record = {
+            "pid": self._proc.pid,
+            "url": self.base_url,
+            "model": self.model,
+            "run_dir": str(self.run_dir),
+        }
         self.pid_file.write_text(json.dumps(record) + "\n")
         try:
             self._wait_healthy()
@@ -312,6 +325,7 @@ class LocalEngine:
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server (and its process group) by PID; True if one was running."""
         pid = self._proc.pid if self._proc is not None else self.recorded_pid()
+        run_dir = self.run_dir or self.recorded_run_dir()
         stopped = False
         if pid is not None and _alive(pid):
             stopped = True
@@ -335,7 +349,9 @@ class LocalEngine:
                 self._proc.wait(timeout=5)
             self._proc = None
         self.pid_file.unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.run_dir = None
         return stopped
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:

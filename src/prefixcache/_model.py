@@ -36,9 +36,12 @@ def prepare_embedded_model(cache_dir: Path, *, force: bool = False) -> Path:
     if is_prepared(target) and not force:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".preparing-") as tmp:
         staging = Path(tmp) / "model"
+        # torch may create folders in the temp dir (torchinductor_<user>): keep them in ours
+        scratch = Path(tmp) / "tmp"
+        scratch.mkdir()
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TMPDIR=str(scratch))
         proc = subprocess.run(
             [sys.executable, "-m", "prefixcache._model", str(staging)],
             env=env,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from importlib import resources
 from typing import Any
@@ -40,6 +40,7 @@ class TierInfo:
     tier_prompt: str | None
     expected_hit_rate: str
     agents: tuple[str, ...]
+    measured_hit_rate: str | None = None
 
     @property
     def expected_range(self) -> tuple[float, float]:
@@ -133,7 +134,8 @@ class AgentTierMap:
                 if name not in names:
                     names.append(name)
                 self._agents[name] = AgentProfile(name, tier, base, tier_prompt, role)
-            info = TierInfo(tier, base, tier_prompt, expected, tuple(names))
+            measured = spec.get("measured_hit_rate", old.measured_hit_rate if old else None)
+            info = TierInfo(tier, base, tier_prompt, expected, tuple(names), measured)
             self._tiers[tier] = info
             for name in names:  # tier-wide changes reach agents defined earlier
                 p = self._agents[name]
@@ -183,7 +185,8 @@ class AgentTierMap:
         return list(self.tier_info(AgentTier(tier)).agents)
 
     def get_tier_statistics(self) -> dict[str, dict[str, Any]]:
-        """Per tier: number of agents, their names, base prompt, tier block, expected hit rate."""
+        """Per tier: agents, base prompt, tier block, the guide's expected hit rate and the
+        hit rate the live benchmark measured (see data/agents.yaml for the source)."""
         return {
             info.tier.value: {
                 "agent_count": len(info.agents),
@@ -191,6 +194,7 @@ class AgentTierMap:
                 "base_prompt": info.base_prompt,
                 "tier_prompt": info.tier_prompt,
                 "expected_hit_rate": info.expected_hit_rate,
+                "measured_hit_rate": info.measured_hit_rate,
             }
             for info in self.tiers()
         }
@@ -198,4 +202,4 @@ class AgentTierMap:
 
 def _without(info: TierInfo, name: str) -> TierInfo:
     agents = tuple(a for a in info.agents if a != name)
-    return TierInfo(info.tier, info.base_prompt, info.tier_prompt, info.expected_hit_rate, agents)
+    return replace(info, agents=agents)

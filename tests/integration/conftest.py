@@ -41,12 +41,17 @@ def engine(engine_config: VLLMConfig) -> Iterator[LocalEngine]:
     local = LocalEngine(engine_config, progress=print)
     with local:
         pid = local.recorded_pid()
-        assert pid is not None
+        run_dir = local.run_dir
+        assert pid is not None and run_dir is not None and run_dir.is_dir()
         yield local
     assert not _alive(pid), f"vLLM server pid {pid} still alive after stop"
     assert not local.pid_file.exists()
-    assert not local.run_dir.exists()
-    leftovers = {e for e in _temp_entries() - before if "vllm" in e or "torch" in e or len(e) == 36}
+    assert not run_dir.exists()
+    leftovers = {
+        e
+        for e in _temp_entries() - before
+        if "vllm" in e or "torch" in e or "prefixcache" in e or len(e) == 36
+    }
     assert not leftovers, f"the engine left files in {tempfile.gettempdir()}: {sorted(leftovers)}"
 
 

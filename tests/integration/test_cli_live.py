@@ -79,7 +79,8 @@ def test_engine_start_status_logs_stop(tmp_path: Path) -> None:
         assert f"127.0.0.1:{port}" in started.stdout
         pid = engine.recorded_pid()
         assert pid is not None and _alive(pid)
-        assert (state / "run").is_dir()  # the server's temporary files are confined here
+        run_dir = engine.recorded_run_dir()
+        assert run_dir is not None and run_dir.is_dir()  # the server's temporary files go here
         status = cli("engine", "status", "--config", str(config))
         assert status.returncode == 0 and "healthy: True" in status.stdout
         again = cli("engine", "start", "--config", str(config))
@@ -89,7 +90,7 @@ def test_engine_start_status_logs_stop(tmp_path: Path) -> None:
         stopped = cli("engine", "stop", "--config", str(config))
         assert stopped.returncode == 0 and f"stopped pid {pid}" in stopped.stdout
         assert not _alive(pid)
-        assert not (state / "run").exists() and not (state / "server.json").exists()
+        assert not run_dir.exists() and not (state / "server.json").exists()
         assert cli("engine", "status", "--config", str(config)).returncode == 1
     finally:
         engine.stop()  # by PID, also when an assertion above failed

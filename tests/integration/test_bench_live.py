@@ -1,0 +1,112 @@
+"""The benchmark machinery on the real engine, at small sizes (the full run is `make demo`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from prefixcache import PromptLibrary
+from prefixcache._bench import ArmRun, Benchmark, BenchSettings
+from prefixcache._client import LLMInterface
+from prefixcache._engine import LocalEngine
+from prefixcache._inspect import EngineInspector
+from prefixcache._report import environment, grids, save
+from prefixcache._workloads import mixed_steps, single_steps
+
+pytestmark = pytest.mark.integration
+
+
+def run_bench(engine: LocalEngine, library: PromptLibrary, block_size: int, body) -> list[ArmRun]:  # type: ignore[no-untyped-def]
+    async def go() -> list[ArmRun]:
+        async with LLMInterface(engine.config) as llm:
+            with EngineInspector(engine.base_url, engine.model) as inspector:
+                return await body(Benchmark(llm, inspector, library, block_size))
+
+    return asyncio.run(go())
+
+
+def test_arms_reuse_exactly_what_they_should(
+    engine: LocalEngine, live_library: PromptLibrary, block_size: int, tmp_path: Path
+) -> None:
+    steps = mixed_steps()[:3]  # frontend, backend, database: one tier, different roles
+
+    async def body(bench: Benchmark) -> list[ArmRun]:
+        return [
+            await bench.run_sequential("mixed", steps, arm, 1, 2, f"test-{arm}-{tmp_path.name}")
+            for arm in ("no-reuse", "naive", "optimized", "warmed")
+        ]
+
+    no_reuse, naive, optimized, warmed = run_bench(engine, live_library, block_size, body)
+    assert [r.cached_tokens for r in no_reuse.tasks] == [0, 0, 0]
+    assert [r.cached_tokens for r in naive.tasks] == [0, 0, 0]  # dynamic first: nothing shared
+    assert optimized.tasks[0].cached_tokens == 0
+    for r in optimized.tasks[1:]:  # later agents reuse the shared base + tier block exactly
+        assert r.cached_tokens == r.predicted_cached and r.reuse_reached == 1.0
+        assert r.cached_tokens is not None and r.cached_tokens > 0.85 * r.prompt_tokens
+    assert len([r for r in warmed.requests if r.warmup]) == 3
+    for r in warmed.tasks:  # even task 1 hits after the warm-up
+        assert r.cached_tokens == r.predicted_cached and r.reuse_reached == 1.0
+    assert all(r.completion_tokens == 2 for run in (no_reuse, optimized) for r in run.tasks)
+
+    settings = BenchSettings(scenarios=("mixed",), max_tokens=2)
+    env = environment(engine_version="test", model=engine.model, block_size=block_size, device="cpu",
+                      base_url=engine.base_url, settings=settings, command="pytest")  # fmt: skip
+    all_grids = grids([no_reuse, naive, optimized, warmed], live_library.tiers, settings)
+    paths = save(tmp_path / "out", env, [no_reuse, naive, optimized, warmed], all_grids)
+    assert [p.name for p in paths] == [
+        "results.json",
+        "report.md",
+        "ttft_per_request.png",
+        "total_time_per_scenario.png",
+    ]
+    data = json.loads(paths[0].read_text())
+    assert len(data["runs"]) == 4 and data["environment"]["block_size"] == block_size
+    report = paths[1].read_text()
+    assert "speedup vs no-reuse" in report and "TIER_1_DEFAULT" in report
+    assert all(p.stat().st_size > 1000 for p in paths[2:])
+
+
+def test_multiturn_append_only_reuses_the_history(
+    engine: LocalEngine, live_library: PromptLibrary, block_size: int, tmp_path: Path
+) -> None:
+    async def body(bench: Benchmark) -> list[ArmRun]:
+        return [
+            await bench.run_multiturn(arm, 1, 16, f"test-mt-{arm}-{tmp_path.name}", turns=6)
+            for arm in ("guide-layout", "append-only")
+        ]
+
+    guide, append = run_bench(engine, live_library, block_size, body)
+    for run in (guide, append):
+        for r in run.tasks[1:]:
+            assert r.cached_tokens == r.predicted_cached
+    # append-only: each turn reuses the whole previous prompt (up to its last full block)
+    for before, after in zip(append.tasks, append.tasks[1:], strict=False):
+        assert (after.cached_tokens or 0) >= before.prompt_tokens - block_size
+    # the guide's layout keeps the last 3 exchanges inside the system prompt: once that window
+    # slides (turn 5 on), the history no longer matches and only the static prefix is reused
+    assert (guide.tasks[-1].cached_tokens or 0) < (append.tasks[-1].cached_tokens or 0)
+
+
+def test_concurrent_sessions_run_and_count(
+    engine: LocalEngine, live_library: PromptLibrary, block_size: int
+) -> None:
+    async def body(bench: Benchmark) -> list[ArmRun]:
+        return [
+            await bench.run_concurrent(
+                "optimized", 1, 2, "test-concurrent", sessions=3, per_session=2
+            )
+        ]
+
+    [run] = run_bench(engine, live_library, block_size, body)
+    assert len(run.tasks) == 6 and {r.session for r in run.tasks} == {0, 1, 2}
+    assert run.wall_time < run.total_time  # requests overlapped
+    assert sum(r.cached_tokens or 0 for r in run.tasks) > 0
+
+
+def test_single_steps_are_the_guides_ten_tasks() -> None:
+    steps = single_steps()
+    assert len(steps) == 10 and {s.agent_type for s in steps} == {"frontend-engineer"}
+    assert len({s.task for s in steps}) == 10
