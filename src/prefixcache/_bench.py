@@ -25,7 +25,7 @@ from typing import Any
 from ._client import LLMInterface
 from ._inspect import EngineInspector, common_prefix_len, predicted_cached_tokens
 from ._library import PromptLibrary
-from ._models import LLMResponse, Message
+from ._models import LLMResponse, Message, hit_rate
 from ._workloads import (
     MULTITURN_TURNS,
     Step,
@@ -96,9 +96,7 @@ class RequestResult:
 
     @property
     def hit_rate(self) -> float | None:
-        if self.cached_tokens is None or not self.prompt_tokens:
-            return None
-        return self.cached_tokens / self.prompt_tokens
+        return hit_rate(self.cached_tokens, self.prompt_tokens)
 
     @property
     def reuse_reached(self) -> float | None:
@@ -232,6 +230,26 @@ class Benchmark:
         self._on_request(f"{scenario} {arm} {label} {agent}")
         return result
 
+    async def _warm_up(
+        self,
+        agents: Sequence[str],
+        scenario: str,
+        arm: str,
+        repeat: int,
+        salt: str,
+        seen: list[list[int]] | None,
+    ) -> list[RequestResult]:
+        """Prefill each distinct agent's static prefix once (max_tokens=1) under the arm's salt."""
+        results = []
+        for agent in dict.fromkeys(agents):
+            response, predicted = await self._send(
+                self.warmup_messages(agent), salt=salt, max_tokens=1, agent_type=agent, seen=seen
+            )
+            results.append(
+                self._result(scenario, arm, repeat, 1, 0, agent, response, predicted, warmup=True)
+            )
+        return results
+
     # -- scenarios --------------------------------------------------------------------
     async def run_sequential(
         self,
@@ -242,25 +260,13 @@ class Benchmark:
         max_tokens: int,
         salt: str,
     ) -> ArmRun:
-        results: list[RequestResult] = []
         seen: list[list[int]] = []
         started = time.perf_counter()
-        warmup_time = 0.0
+        results: list[RequestResult] = []
         if arm == "warmed":
-            for agent in dict.fromkeys(s.agent_type for s in steps):
-                response, predicted = await self._send(
-                    self.warmup_messages(agent),
-                    salt=salt,
-                    max_tokens=1,
-                    agent_type=agent,
-                    seen=seen,
-                )
-                warmup_time += response.processing_time
-                results.append(
-                    self._result(
-                        scenario, arm, repeat, 1, 0, agent, response, predicted, warmup=True
-                    )
-                )
+            agents = [s.agent_type for s in steps]
+            results = await self._warm_up(agents, scenario, arm, repeat, salt, seen)
+        warmup_time = sum(r.processing_time for r in results)
         for i, step in enumerate(steps, 1):
             unique = arm == "no-reuse"
             response, predicted = await self._send(
@@ -359,22 +365,10 @@ class Benchmark:
     ) -> ArmRun:
         plan = concurrent_steps(sessions, per_session)
         warmups: list[RequestResult] = []
-        warmup_time = 0.0
         if arm == "warmed":
-            for agent in dict.fromkeys(steps[0].agent_type for steps in plan):
-                response, _ = await self._send(
-                    self.warmup_messages(agent),
-                    salt=salt,
-                    max_tokens=1,
-                    agent_type=agent,
-                    seen=None,
-                )
-                warmup_time += response.processing_time
-                warmups.append(
-                    self._result(
-                        "concurrent", arm, repeat, 1, 0, agent, response, None, warmup=True
-                    )
-                )
+            agents = [steps[0].agent_type for steps in plan]
+            warmups = await self._warm_up(agents, "concurrent", arm, repeat, salt, None)
+        warmup_time = sum(r.processing_time for r in warmups)
 
         async def session(number: int, steps: list[Step]) -> list[RequestResult]:
             out = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ._models import LLMResponse
+from ._models import LLMResponse, hit_rate
 from ._tiers import AgentTierMap
 
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
@@ -28,9 +28,7 @@ class RequestRecord:
 
     @property
     def hit_rate(self) -> float | None:
-        if self.cached_tokens is None or not self.prompt_tokens:
-            return None
-        return self.cached_tokens / self.prompt_tokens
+        return hit_rate(self.cached_tokens, self.prompt_tokens)
 
 
 @dataclass(frozen=True)
@@ -48,9 +46,7 @@ class Aggregate:
 
     @property
     def hit_rate(self) -> float | None:
-        if self.cached_tokens is None or not self.prompt_tokens:
-            return None
-        return self.cached_tokens / self.prompt_tokens
+        return hit_rate(self.cached_tokens, self.prompt_tokens)
 
     @property
     def versus_expected(self) -> str:
