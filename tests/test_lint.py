@@ -49,3 +49,17 @@ def test_findings_print_as_file_line_rule_text(tmp_path: Path) -> None:
 
 def test_builtin_prompts_pass() -> None:
     assert lint_paths([BUILTIN_PROMPT_DIR]) == []
+
+
+def test_llama3_chat_template_preamble_is_flagged() -> None:
+    from prefixcache._token_analysis import volatile_text_problems
+
+    # what a Llama 3.x chat template renders before the system prompt
+    preamble = (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+    )
+    problems = volatile_text_problems(preamble)
+    assert any(p.startswith("date: 26 Jul 2024") for p in problems)
+    assert any(p.startswith("volatile-phrase") for p in problems)
+    assert volatile_text_problems("<|im_start|>system\n") == []

@@ -119,15 +119,18 @@ def chat_template_preamble(inspector: EngineInspector) -> TemplateFinding:
         [{"role": "system", "content": SYSTEM_MARKER}, {"role": "user", "content": "hi"}],
         add_generation_prompt=False,
     )
-    text = inspector.detokenize(tokens)
-    preamble = text.split(SYSTEM_MARKER, 1)[0]
-    problems = [
+    preamble = inspector.detokenize(tokens).split(SYSTEM_MARKER, 1)[0]
+    return TemplateFinding(preamble, volatile_text_problems(preamble))
+
+
+def volatile_text_problems(text: str) -> list[str]:
+    """Lint findings that make text change over time (dates, times, ids, "today")."""
+    return [
         f"{rule}: {msg}"
-        for line in preamble.splitlines()
+        for line in text.splitlines()
         for rule, msg in check_line(line)
         if rule in {"date", "time", "volatile-phrase", "uuid", "hex-id"}
     ]
-    return TemplateFinding(preamble, problems)
 
 
 TEMPLATE_FIX = (

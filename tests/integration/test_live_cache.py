@@ -14,7 +14,11 @@ from prefixcache._analysis import TYPICAL_CALL
 from prefixcache._client import LLMInterface
 from prefixcache._engine import LocalEngine, free_port
 from prefixcache._engine_config import VLLMConfig
-from prefixcache._exceptions import PromptTooLongError, ProviderUnavailableError
+from prefixcache._exceptions import (
+    PromptTooLongError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
 from prefixcache._inspect import EngineInspector, common_prefix_len, predicted_cached_tokens
 from prefixcache._metrics import CacheMetricsRecorder
 from prefixcache._models import LLMRequest, LLMResponse, Message
@@ -184,3 +188,10 @@ def test_too_long_prompt_raises_prompt_too_long(engine: LocalEngine) -> None:
     assert info.value.max_context == 8192
     assert info.value.prompt_tokens is not None and info.value.prompt_tokens > 8192
     assert "max_model_len" in str(info.value)
+
+
+def test_timeout_raises_provider_timeout(engine: LocalEngine, live_library: PromptLibrary) -> None:
+    text = live_library.compose_prompt(agent_type="prd-writer").text
+    config = engine.config.with_overrides(request_timeout_s=0.05)
+    with pytest.raises(ProviderTimeoutError, match="request_timeout_s"):
+        chat(config, system_user(text, "Write the PRD."), cache_salt=salt())  # a cold 4k prefill
