@@ -6,6 +6,7 @@ How a step becomes a request depends on the arm (see ``_bench.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,28 +221,26 @@ def _step(index: int, agent: str, task: str, session: str, previous: str | None)
     )
 
 
-def single_steps() -> list[Step]:
-    steps, previous = [], None
-    for i, task in enumerate(FRONTEND_TASKS):
-        steps.append(_step(i, "frontend-engineer", task, "single", previous))
+def _chain(pairs: Sequence[tuple[str, str]], session: str) -> list[Step]:
+    """Steps in order, each carrying the previous task as its recent context."""
+    steps: list[Step] = []
+    previous: str | None = None
+    for i, (agent, task) in enumerate(pairs):
+        steps.append(_step(i, agent, task, session, previous))
         previous = task
     return steps
+
+
+def single_steps() -> list[Step]:
+    return _chain([("frontend-engineer", task) for task in FRONTEND_TASKS], "single")
 
 
 def mixed_steps() -> list[Step]:
-    steps, previous = [], None
-    for i, (agent, task) in enumerate(MIXED_TASKS):
-        steps.append(_step(i, agent, task, "mixed", previous))
-        previous = task
-    return steps
+    return _chain(MIXED_TASKS, "mixed")
 
 
 def workflow_steps() -> list[Step]:
-    steps, previous = [], None
-    for i, (agent, task) in enumerate(WORKFLOW_STEPS):
-        steps.append(_step(i, agent, task, "workflow", previous))
-        previous = task
-    return steps
+    return _chain(WORKFLOW_STEPS, "workflow")
 
 
 def concurrent_steps(sessions: int, requests_per_session: int) -> list[list[Step]]:
