@@ -109,6 +109,10 @@ def test_recorder_aggregates_per_agent_and_tier() -> None:
     assert t1.versus_expected == "below" and t1.ttft_p50 == pytest.approx(2.6)
     assert t2.cached_tokens is None and t2.versus_expected == "n/a"
     text = recorder.exposition().decode()
+    gauge = 'prefixcache_cache_hit_ratio{agent_type="backend-engineer",tier="TIER_1_DEFAULT"} '
+    [line] = [x for x in text.splitlines() if x.startswith(gauge)]
+    assert float(line.split()[-1]) == pytest.approx(4845 / 4911)
+    assert 'prefixcache_cache_hit_ratio{agent_type="code-reviewer"' not in text  # unknown: no gauge
     assert 'prefixcache_cache_unreported_requests_total{agent_type="code-reviewer"' in text
     assert (
         describe_cache(_response(4911, 4845, 0.2))

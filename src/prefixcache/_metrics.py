@@ -96,6 +96,9 @@ class CacheMetricsRecorder:
     def __init__(self, tiers: AgentTierMap, registry: CollectorRegistry | None = None) -> None:
         self.tiers = tiers
         self.records: list[RequestRecord] = []
+        # running (prompt, cached) sums per agent for the hit-ratio gauge; cached is None
+        # once any of the agent's requests came without a cached-token figure
+        self._totals: dict[str, tuple[int, int | None]] = {}
         self._lock = threading.Lock()
         self.registry = registry or CollectorRegistry()
         labels = ("agent_type", "tier")
@@ -174,9 +177,15 @@ class CacheMetricsRecorder:
                 self._unknown.labels(name, tier).inc()
             else:
                 self._cached.labels(name, tier).inc(rec.cached_tokens)
-            agg = aggregate(name, (r for r in self.records if r.agent_type == name))
-            if agg.hit_rate is not None:
-                self._ratio.labels(name, tier).set(agg.hit_rate)
+            prompt, cached = self._totals.get(name, (0, 0))
+            prompt += rec.prompt_tokens
+            cached = (
+                None if cached is None or rec.cached_tokens is None else cached + rec.cached_tokens
+            )
+            self._totals[name] = (prompt, cached)
+            ratio = hit_rate(cached, prompt)
+            if ratio is not None:
+                self._ratio.labels(name, tier).set(ratio)
             if rec.ttft is not None:
                 self._ttft.labels(name, tier).observe(rec.ttft)
             self._processing.labels(name, tier).observe(rec.processing_time)
