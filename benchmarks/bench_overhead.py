@@ -10,6 +10,7 @@ import argparse
 import platform
 import statistics
 import time
+from typing import Any
 
 from prefixcache import get_base_prompt_for_agent, get_optimized_prompt
 
@@ -23,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = get_base_prompt_for_agent("frontend-engineer")
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "base_prompt_key": base,
         "session_id": "session-7f3a",
         "user_name": "Alice",

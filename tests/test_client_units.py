@@ -7,11 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prefixcache import AgentTierMap
-from prefixcache._client import _raise_for_client_error, cached_tokens_from_usage
-from prefixcache._exceptions import PromptTooLongError, ProviderRequestError
-from prefixcache._inspect import common_prefix_len, parse_engine_metrics, predicted_cached_tokens
-from prefixcache._metrics import CacheMetricsRecorder, percentile
-from prefixcache._models import LLMResponse, describe_cache, hit_rate
+from prefixcache.errors import PromptTooLongError, ProviderRequestError
+from prefixcache.llm.cache_model import common_prefix_len, predicted_cached_tokens
+from prefixcache.llm.inspector import parse_engine_metrics
+from prefixcache.llm.metrics import CacheMetricsRecorder, percentile
+from prefixcache.llm.models import LLMResponse, describe_cache, hit_rate
+from prefixcache.llm.providers import _raise_for_client_error, cached_tokens_from_usage
 
 # Lines as vLLM 0.32.0 printed them on /metrics (trimmed to the families read here).
 METRICS = """\
@@ -89,7 +90,7 @@ def _response(prompt: int, cached: int | None, ttft: float) -> LLMResponse:
         "ok",
         {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1, "cached_tokens": cached},
         {"cached_tokens": cached, "cache_hit_rate": hit_rate(cached, prompt), "ttft": ttft,
-         "provider": "vllm", "model": "m", "request_id": "r"},
+         "provider": "vllm", "model": "m", "served_model": "m", "request_id": "r"},
         ttft + 0.1,
         "length",
     )  # fmt: skip

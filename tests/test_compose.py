@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from prefixcache import (
     get_base_prompt_for_agent,
     get_optimized_prompt,
 )
-from prefixcache._compose import QUOTE_PREFIX
+from prefixcache.prompts.compose import QUOTE_PREFIX
 
 BASE = "default.agent.system.main"
 LABELS = (
@@ -51,7 +52,7 @@ agent_types = st.sampled_from([None, "frontend-engineer", "code-reviewer", "prd-
 @settings(max_examples=200, deadline=None)
 @given(a=dynamic_inputs, b=dynamic_inputs, agent=agent_types)
 def test_prefix_is_byte_identical_whatever_the_dynamic_inputs(
-    a: dict, b: dict, agent: str | None
+    a: dict[str, Any], b: dict[str, Any], agent: str | None
 ) -> None:
     first = compose_prompt(BASE, agent_type=agent, **a)
     second = compose_prompt(BASE, agent_type=agent, **b)
@@ -65,7 +66,9 @@ def test_prefix_is_byte_identical_whatever_the_dynamic_inputs(
 
 @settings(max_examples=200, deadline=None)
 @given(inputs=dynamic_inputs, data=st.data())
-def test_suffix_is_deterministic_under_reordering(inputs: dict, data: st.DataObject) -> None:
+def test_suffix_is_deterministic_under_reordering(
+    inputs: dict[str, Any], data: st.DataObject
+) -> None:
     shuffled = dict(inputs)
     if inputs["available_tools"]:
         tools = inputs["available_tools"]
@@ -78,7 +81,7 @@ def test_suffix_is_deterministic_under_reordering(inputs: dict, data: st.DataObj
 
 @settings(max_examples=300, deadline=None)
 @given(inputs=dynamic_inputs)
-def test_dynamic_values_cannot_forge_suffix_lines(inputs: dict) -> None:
+def test_dynamic_values_cannot_forge_suffix_lines(inputs: dict[str, Any]) -> None:
     suffix = compose_prompt(BASE, **inputs).suffix
     body = suffix[len(DYNAMIC_HEADER) :]
     for line in body.splitlines():
@@ -93,7 +96,7 @@ def test_dynamic_values_cannot_forge_suffix_lines(inputs: dict) -> None:
     assert "None" not in body or any("None" in str(v) for v in _flatten(inputs))
 
 
-def _flatten(inputs: dict) -> list[object]:
+def _flatten(inputs: dict[str, Any]) -> list[object]:
     out: list[object] = []
     for value in inputs.values():
         if isinstance(value, dict):

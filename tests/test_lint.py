@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from prefixcache._lint import lint_paths, lint_text
-from prefixcache._registry import BUILTIN_PROMPT_DIR
+from prefixcache.prompts.lint import lint_paths, lint_text
+from prefixcache.prompts.registry import BUILTIN_PROMPT_DIR
 
 
 def rules(text: str) -> list[str]:
@@ -27,6 +27,8 @@ def rules(text: str) -> list[str]:
         ("Use the current time when logging.\n", "volatile-phrase"),
         ("Trailing spaces   \n", "trailing-whitespace"),
         ("one\r\ntwo\n", "mixed-line-endings"),
+        ("one\ntwo\rthree\n", "mixed-line-endings"),  # a lone \r: once a StopIteration
+        ("one\rtwo\r\n", "mixed-line-endings"),
     ],
 )
 def test_each_rule_fires(text: str, rule: str) -> None:
@@ -52,7 +54,7 @@ def test_builtin_prompts_pass() -> None:
 
 
 def test_llama3_chat_template_preamble_is_flagged() -> None:
-    from prefixcache._token_analysis import volatile_text_problems
+    from prefixcache.diagnostics.chat_template import volatile_text_problems
 
     # what a Llama 3.x chat template renders before the system prompt
     preamble = (

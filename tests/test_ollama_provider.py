@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from prefixcache._client import LLMInterface
-from prefixcache._exceptions import ProviderRequestError
-from prefixcache._models import LLMResponse
+from prefixcache.errors import ProviderRequestError
+from prefixcache.llm.interface import LLMInterface
+from prefixcache.llm.models import LLMResponse
 
 from .ollama_standin import OllamaStandInServer
 

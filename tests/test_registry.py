@@ -12,7 +12,7 @@ from prefixcache import (
     Settings,
     get_prompt,
 )
-from prefixcache._registry import key_to_relpath, relpath_to_key
+from prefixcache.prompts.registry import key_to_relpath, relpath_to_key
 
 
 def test_key_maps_to_file() -> None:

@@ -52,6 +52,16 @@ def test_the_guides_22_agents_in_4_tiers() -> None:
     assert all(s["measured_hit_rate"].endswith("%") for s in stats.values())
 
 
+def test_tier_statistics_answer_to_the_guides_keys() -> None:
+    """Code ported from the guide's reference implementation reads these keys."""
+    stats = get_tier_statistics()
+    tier1 = stats["TIER_1_DEFAULT"]
+    assert tier1["count"] == len(tier1["agents"]) == len(TIER_1)
+    assert tier1["base_prompt"] == "default.agent.system.main"
+    assert tier1["cache_hit_rate"] == "90-95%"
+    assert stats["TIER_4_ORCHESTRATOR"]["cache_hit_rate"] == "50-70%"
+
+
 def test_guide_examples() -> None:
     assert get_agent_tier("frontend-engineer") is AgentTier.TIER_1_DEFAULT
     assert get_base_prompt_for_agent("frontend-engineer") == "default.agent.system.main"

@@ -1,14 +1,21 @@
-"""prefixcache: cache-stable prompts for vLLM automatic prefix caching."""
+"""prefixcache: cache-stable prompts for vLLM automatic prefix caching.
 
-from ._client import CacheReportingWarning, LLMInterface, RetryPolicy
-from ._compose import DYNAMIC_HEADER, OptimizedPrompt, PromptComposer, StaticLayers
-from ._config import Settings, load_settings
-from ._engine import EngineStatus, LocalEngine
-from ._engine_config import VLLMConfig
-from ._exceptions import (
+The prompt library (registry, tiers, composition) imports eagerly and needs only the
+core dependencies. The client, engine and metrics names import on first use, so that
+``import prefixcache`` stays light; a missing extra then names what to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
     AgentError,
     ConfigError,
     EngineError,
+    MissingExtraError,
     PrefixCacheError,
     PromptError,
     PromptNotFoundError,
@@ -21,8 +28,8 @@ from ._exceptions import (
     UnknownAgentError,
     UnknownAgentWarning,
 )
-from ._inspect import EngineCacheStats, EngineInspector, predicted_cached_tokens
-from ._library import (
+from .prompts.compose import DYNAMIC_HEADER, OptimizedPrompt, PromptComposer, StaticLayers
+from .prompts.library import (
     PromptLibrary,
     compose_prompt,
     default_library,
@@ -36,12 +43,55 @@ from ._library import (
     reload,
     set_default_library,
 )
-from ._metrics import Aggregate, CacheMetricsRecorder, RequestRecord
-from ._models import LLMRequest, LLMResponse, describe_cache
-from ._registry import PromptRegistry
-from ._tiers import AgentProfile, AgentTier, AgentTierMap, TierInfo
+from .prompts.registry import PromptRegistry
+from .prompts.tiers import AgentProfile, AgentTier, AgentTierMap, TierInfo
+from .settings import ClientSettings, EngineSettings, Settings, VLLMConfig, load_settings
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .engine.local import EngineStatus, LocalEngine
+    from .llm.cache_model import predicted_cached_tokens
+    from .llm.inspector import EngineCacheStats, EngineInspector
+    from .llm.interface import LLMInterface
+    from .llm.metrics import Aggregate, CacheMetricsRecorder, RequestRecord
+    from .llm.models import LLMRequest, LLMResponse, describe_cache
+    from .llm.providers import CacheReportingWarning, RetryPolicy
+
+#: name -> (module, extra): imported on first use
+_LAZY: dict[str, tuple[str, str]] = {
+    "CacheReportingWarning": ("prefixcache.llm.providers", "llm"),
+    "RetryPolicy": ("prefixcache.llm.providers", "llm"),
+    "LLMInterface": ("prefixcache.llm.interface", "llm"),
+    "EngineCacheStats": ("prefixcache.llm.inspector", "llm"),
+    "EngineInspector": ("prefixcache.llm.inspector", "llm"),
+    "predicted_cached_tokens": ("prefixcache.llm.cache_model", "llm"),
+    "Aggregate": ("prefixcache.llm.metrics", "llm"),
+    "CacheMetricsRecorder": ("prefixcache.llm.metrics", "llm"),
+    "RequestRecord": ("prefixcache.llm.metrics", "llm"),
+    "LLMRequest": ("prefixcache.llm.models", "llm"),
+    "LLMResponse": ("prefixcache.llm.models", "llm"),
+    "describe_cache": ("prefixcache.llm.models", "llm"),
+    "EngineStatus": ("prefixcache.engine.local", "llm"),
+    "LocalEngine": ("prefixcache.engine.local", "llm"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'prefixcache' has no attribute {name!r}")
+    module_name, extra = target
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(extra, f"prefixcache.{name}", exc.name or "a module") from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "DYNAMIC_HEADER",
@@ -52,15 +102,18 @@ __all__ = [
     "Aggregate",
     "CacheMetricsRecorder",
     "CacheReportingWarning",
+    "ClientSettings",
     "ConfigError",
     "EngineCacheStats",
     "EngineError",
     "EngineInspector",
+    "EngineSettings",
     "EngineStatus",
     "LLMInterface",
     "LLMRequest",
     "LLMResponse",
     "LocalEngine",
+    "MissingExtraError",
     "OptimizedPrompt",
     "PrefixCacheError",
     "PromptComposer",

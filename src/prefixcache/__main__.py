@@ -1,5 +1,3 @@
-"""``python -m prefixcache`` runs the command line."""
-
-from ._cli import main
+from .cli import main
 
 main()

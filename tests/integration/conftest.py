@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from prefixcache import PromptLibrary, Settings
-from prefixcache._engine import LocalEngine, _alive, free_port
-from prefixcache._engine_config import VLLMConfig, default_home
+from prefixcache.engine.local import LocalEngine, _alive, free_port
+from prefixcache.settings import VLLMConfig, default_home
 
 
 def _temp_entries() -> set[str]:
@@ -62,7 +62,7 @@ def live_library() -> PromptLibrary:
 
 @pytest.fixture(scope="session")
 def block_size(engine: LocalEngine) -> int:
-    from prefixcache._inspect import EngineInspector
+    from prefixcache.llm.inspector import EngineInspector
 
     with EngineInspector(engine.base_url, engine.model) as inspector:
         size = inspector.cache_stats().block_size

@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from prefixcache import PromptLibrary
-from prefixcache._bench import ArmRun, Benchmark, BenchSettings
-from prefixcache._client import LLMInterface
-from prefixcache._engine import LocalEngine
-from prefixcache._inspect import EngineInspector
-from prefixcache._report import environment, grids, save
-from prefixcache._workloads import mixed_steps, single_steps
+from prefixcache.bench.report import environment, grids, save
+from prefixcache.bench.results import ArmRun
+from prefixcache.bench.runner import Benchmark, BenchSettings
+from prefixcache.bench.scenarios import (
+    APPEND_ONLY,
+    GUIDE_LAYOUT,
+    NAIVE,
+    NO_REUSE,
+    OPTIMIZED,
+    WARMED,
+    mixed_steps,
+    single_steps,
+)
+from prefixcache.engine.local import LocalEngine
+from prefixcache.llm.inspector import EngineInspector
+from prefixcache.llm.interface import LLMInterface
 
 pytestmark = pytest.mark.integration
 
 
-def run_bench(engine: LocalEngine, library: PromptLibrary, block_size: int, body) -> list[ArmRun]:  # type: ignore[no-untyped-def]
+Body = Callable[[Benchmark], Awaitable[list[ArmRun]]]
+
+
+def run_bench(
+    engine: LocalEngine, library: PromptLibrary, block_size: int, body: Body
+) -> list[ArmRun]:
     async def go() -> list[ArmRun]:
         async with LLMInterface(engine.config) as llm:
             with EngineInspector(engine.base_url, engine.model) as inspector:
@@ -34,10 +50,8 @@ def test_arms_reuse_exactly_what_they_should(
     steps = mixed_steps()[:3]  # frontend, backend, database: one tier, different roles
 
     async def body(bench: Benchmark) -> list[ArmRun]:
-        return [
-            await bench.run_sequential("mixed", steps, arm, 1, 2, f"test-{arm}-{tmp_path.name}")
-            for arm in ("no-reuse", "naive", "optimized", "warmed")
-        ]
+        arms = (NO_REUSE, NAIVE, OPTIMIZED, WARMED)
+        return await bench.run_sequential("mixed", steps, arms, 1, 2, f"test-{tmp_path.name}")
 
     no_reuse, naive, optimized, warmed = run_bench(engine, live_library, block_size, body)
     assert [r.cached_tokens for r in no_reuse.tasks] == [0, 0, 0]
@@ -47,6 +61,9 @@ def test_arms_reuse_exactly_what_they_should(
         assert r.cached_tokens == r.predicted_cached and r.reuse_reached == 1.0
         assert r.cached_tokens is not None and r.cached_tokens > 0.85 * r.prompt_tokens
     assert len([r for r in warmed.requests if r.warmup]) == 3
+    # every planned request was sent, none failed: the progress bar's total is right
+    for run in (no_reuse, naive, optimized, warmed):
+        assert run.complete and not run.failed
     for r in warmed.tasks:  # even task 1 hits after the warm-up
         assert r.cached_tokens == r.predicted_cached and r.reuse_reached == 1.0
     assert all(r.completion_tokens == 2 for run in (no_reuse, optimized) for r in run.tasks)
@@ -73,10 +90,8 @@ def test_multiturn_append_only_reuses_the_history(
     engine: LocalEngine, live_library: PromptLibrary, block_size: int, tmp_path: Path
 ) -> None:
     async def body(bench: Benchmark) -> list[ArmRun]:
-        return [
-            await bench.run_multiturn(arm, 1, 16, f"test-mt-{arm}-{tmp_path.name}", turns=6)
-            for arm in ("guide-layout", "append-only")
-        ]
+        arms = (GUIDE_LAYOUT, APPEND_ONLY)
+        return await bench.run_multiturn(arms, 1, 16, f"test-mt-{tmp_path.name}", turns=6)
 
     guide, append = run_bench(engine, live_library, block_size, body)
     for run in (guide, append):
@@ -96,7 +111,7 @@ def test_concurrent_sessions_run_and_count(
     async def body(bench: Benchmark) -> list[ArmRun]:
         return [
             await bench.run_concurrent(
-                "optimized", 1, 2, "test-concurrent", sessions=3, per_session=2
+                OPTIMIZED, 1, 2, "test-concurrent", sessions=3, per_session=2
             )
         ]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefixcache._engine import LocalEngine, _alive, free_port
-from prefixcache._engine_config import VLLMConfig, default_home
+from prefixcache.engine.local import LocalEngine, _alive, free_port
+from prefixcache.settings import VLLMConfig, default_home
 
 pytestmark = pytest.mark.integration
 

@@ -10,19 +10,20 @@ from typing import Any
 import pytest
 
 from prefixcache import PromptLibrary
-from prefixcache._analysis import TYPICAL_CALL
-from prefixcache._client import LLMInterface
-from prefixcache._engine import LocalEngine, free_port
-from prefixcache._engine_config import VLLMConfig
-from prefixcache._exceptions import (
+from prefixcache.diagnostics.tokens import OTHER_CALL
+from prefixcache.engine.local import LocalEngine, free_port
+from prefixcache.errors import (
     PromptTooLongError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from prefixcache._inspect import EngineInspector, common_prefix_len, predicted_cached_tokens
-from prefixcache._metrics import CacheMetricsRecorder
-from prefixcache._models import LLMRequest, LLMResponse, Message
-from prefixcache._token_analysis import OTHER_CALL
+from prefixcache.llm.cache_model import common_prefix_len, predicted_cached_tokens
+from prefixcache.llm.inspector import EngineInspector
+from prefixcache.llm.interface import LLMInterface
+from prefixcache.llm.metrics import CacheMetricsRecorder
+from prefixcache.llm.models import LLMRequest, LLMResponse, Message
+from prefixcache.prompts.sizes import TYPICAL_CALL
+from prefixcache.settings import VLLMConfig
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from prefixcache import set_default_library
-from prefixcache._engine import LocalEngine
+from prefixcache.engine.local import LocalEngine
 
 from ..test_readme import README, section_snippets
 

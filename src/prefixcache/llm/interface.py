@@ -1,0 +1,184 @@
+"""The async LLM interface: ``await llm.chat_completion(messages)`` against vLLM (or
+Ollama), with retries for connection errors and HTTP 5xx, and every response recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..errors import (
+    ConfigError,
+    PrefixCacheError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from ..settings import ClientSettings, OllamaSettings
+from .models import LLMRequest, LLMResponse, Message, describe_cache
+from .providers import (
+    OllamaProvider,
+    Provider,
+    RetryPolicy,
+    VLLMProvider,
+    _error_message,
+    _Retryable,
+)
+
+if TYPE_CHECKING:
+    from .metrics import CacheMetricsRecorder
+
+logger = logging.getLogger("prefixcache")
+
+
+class LLMInterface:
+    """``await llm.chat_completion(messages, provider="vllm")`` -> ``LLMResponse``.
+
+    Every response passes through ``recorder`` (if given) and is logged at debug level
+    the way the guide shows it.
+    """
+
+    def __init__(
+        self,
+        vllm: ClientSettings | None = None,
+        *,
+        ollama_url: str | None = None,
+        ollama_model: str | None = None,
+        recorder: CacheMetricsRecorder | None = None,
+        timeout_s: float | None = None,
+        retry: RetryPolicy | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        http: httpx.AsyncClient | None = None,
+        ollama: OllamaSettings | None = None,
+    ) -> None:
+        cfg = vllm or ClientSettings()
+        olla = ollama or OllamaSettings()
+        self.providers: dict[str, Provider] = {
+            "vllm": VLLMProvider(cfg.url, cfg.model_name(), cfg.api_key),
+            "ollama": OllamaProvider(ollama_url or olla.base_url, ollama_model or olla.model),
+        }
+        if providers:
+            self.providers.update(providers)
+        self.vllm_enabled = cfg.enabled
+        self.recorder = recorder
+        self.timeout_s = timeout_s if timeout_s is not None else cfg.request_timeout_s
+        self.retry = retry or RetryPolicy(cfg.max_retries, cfg.retry_backoff_s)
+        # An injected client (e.g. over httpx.MockTransport in tests) is used as it is and
+        # never closed here; otherwise one is made per `async with` block (or per request).
+        self._injected = http
+        self._http: httpx.AsyncClient | None = http
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._http is not None:
+            yield self._http
+            return
+        async with httpx.AsyncClient(timeout=self.timeout_s) as http:
+            yield http
+
+    async def __aenter__(self) -> LLMInterface:
+        if self._injected is None:
+            self._http = httpx.AsyncClient(
+                timeout=self.timeout_s, limits=httpx.Limits(max_connections=64)
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._http is not None and self._injected is None:
+            await self._http.aclose()
+            self._http = None
+
+    async def chat_completion(
+        self,
+        messages: Sequence[Message] | LLMRequest,
+        provider: str = "vllm",
+        model: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        cache_salt: str | None = None,
+        *,
+        agent_type: str | None = None,
+        base_prompt_key: str | None = None,
+        **params: Any,
+    ) -> LLMResponse:
+        if isinstance(messages, LLMRequest):
+            request = messages
+        else:
+            request = LLMRequest(
+                messages=list(messages),
+                provider=provider,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                cache_salt=cache_salt,
+                params=params,
+                agent_type=agent_type,
+                base_prompt_key=base_prompt_key,
+            )
+        if request.provider == "vllm" and not self.vllm_enabled:
+            raise ConfigError(
+                "llm.vllm.enabled is false in the config: set it to true to use provider='vllm'."
+            )
+        chosen = self.providers.get(request.provider)
+        if chosen is None:
+            raise PrefixCacheError(
+                f"Unknown provider {request.provider!r}; use one of {', '.join(self.providers)}."
+            )
+        response = await self._send(chosen, request)
+        logger.debug(describe_cache(response))
+        if self.recorder is not None:
+            self.recorder.record(
+                response, agent_type=request.agent_type, base_prompt_key=request.base_prompt_key
+            )
+        return response
+
+    async def _send(self, provider: Provider, request: LLMRequest) -> LLMResponse:
+        attempt = 0
+        while True:
+            try:
+                async with self._client() as http:
+                    return await provider.complete(http, request)
+            except (httpx.ConnectError, httpx.ConnectTimeout, _Retryable) as exc:
+                if attempt >= self.retry.max_retries:
+                    raise self._final_error(provider, exc) from exc
+                delay = self.retry.delay(attempt)
+                logger.info("retrying %s in %.1fs after %s", provider.base_url, delay, exc)
+                attempt += 1
+                await asyncio.sleep(delay)
+            except httpx.TimeoutException as exc:
+                raise ProviderTimeoutError(
+                    f"The {provider.name} server at {provider.base_url} did not answer within "
+                    f"{self.timeout_s:.0f} s. Raise llm.vllm.request_timeout_s, lower max_tokens, "
+                    "or check the server's load.",
+                    url=provider.base_url,
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise ProviderError(
+                    f"HTTP error talking to {provider.base_url}: {exc!r}", url=provider.base_url
+                ) from exc
+
+    def _final_error(self, provider: Provider, exc: Exception) -> ProviderError:
+        tries = self.retry.max_retries + 1
+        if isinstance(exc, _Retryable):
+            return ProviderRequestError(
+                f"The {provider.name} server at {provider.base_url} failed with HTTP {exc.status} "
+                f"{tries} time(s): {_error_message(exc.body)}. Check its log "
+                "(`prefixcache engine logs`).",
+                url=provider.base_url,
+                status=exc.status,
+            )
+        hint = (
+            "Start one with `prefixcache engine start`, or point llm.vllm.base_url at a running server."
+            if provider.name == "vllm"
+            else "Start Ollama (`ollama serve`) or fix the Ollama URL."
+        )
+        return ProviderUnavailableError(
+            f"Cannot reach the {provider.name} server at {provider.base_url} ({type(exc).__name__} "
+            f"after {tries} attempt(s)). {hint}",
+            url=provider.base_url,
+        )

@@ -1,0 +1,303 @@
+"""Providers: how one chat request travels to a server and back.
+
+``VLLMProvider`` speaks the OpenAI-compatible API of vLLM (embedded, remote, or a router
+in front of replicas), streaming so that time to first token can be measured, and reads
+the server's cached-token figures. ``OllamaProvider`` speaks Ollama's native API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from ..errors import PromptTooLongError, ProviderRequestError
+from .models import LLMRequest, LLMResponse, ResponseMetadata, Usage, hit_rate
+
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+
+
+class CacheReportingWarning(UserWarning):
+    """The server does not report cached tokens (vLLM without --enable-prompt-tokens-details)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries for connection errors and HTTP 5xx only; 4xx is never retried."""
+
+    max_retries: int = 3
+    backoff_s: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        return float(self.backoff_s * (2**attempt))
+
+
+class _Retryable(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        self.status = status
+        self.body = body
+
+
+class Provider(Protocol):
+    name: str
+    base_url: str
+
+    async def complete(self, http: httpx.AsyncClient, request: LLMRequest) -> LLMResponse: ...
+
+
+_CONTEXT_RE = re.compile(r"maximum context length is (\d+) tokens.*?contains at least (\d+)", re.S)
+_MAXTOK_RE = re.compile(r"max_tokens=(\d+) cannot be greater than max_model_len=(\d+)")
+
+
+def _error_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:500]
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+def _raise_for_client_error(status: int, body: str, url: str, model: str) -> None:
+    message = _error_message(body)
+    if status == 400:
+        if m := _CONTEXT_RE.search(message):
+            limit, count = int(m.group(1)), int(m.group(2))
+            raise PromptTooLongError(
+                f"Prompt too long for {model}: at least {count} prompt tokens, context length "
+                f"{limit}. Shorten the recent context or the prompt, or raise "
+                f"llm.vllm.max_model_len. (server: {message})",
+                url=url,
+                prompt_tokens=count,
+                max_context=limit,
+            )
+        if m := _MAXTOK_RE.search(message):
+            asked, limit = int(m.group(1)), int(m.group(2))
+            raise PromptTooLongError(
+                f"max_tokens={asked} does not fit the context length {limit} of {model}. "
+                f"Ask for fewer tokens. (server: {message})",
+                url=url,
+                max_context=limit,
+            )
+    raise ProviderRequestError(
+        f"The server at {url} rejected the request (HTTP {status}): {message}",
+        url=url,
+        status=status,
+    )
+
+
+def cached_tokens_from_usage(usage: Mapping[str, Any]) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens``; ``None`` (unknown) when not reported."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, Mapping) or details.get("cached_tokens") is None:
+        return None
+    return int(details["cached_tokens"])
+
+
+class VLLMProvider:
+    """Any OpenAI-compatible vLLM server: embedded, remote, or a router in front of replicas."""
+
+    name = "vllm"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key
+        self._warned_no_cache_report = False
+
+    def body(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": [dict(m) for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.cache_salt is not None:
+            body["cache_salt"] = request.cache_salt
+        body.update(request.params)
+        return body
+
+    async def complete(self, http: httpx.AsyncClient, request: LLMRequest) -> LLMResponse:
+        url = f"{self.base_url}/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = self.body(request)
+        started = time.perf_counter()
+        stream = StreamState()
+        async with http.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                text = (await response.aread()).decode(errors="replace")
+                if response.status_code >= 500:
+                    raise _Retryable(response.status_code, text)
+                _raise_for_client_error(response.status_code, text, self.base_url, body["model"])
+            async for line in response.aiter_lines():
+                if stream.feed(line, time.perf_counter() - started):
+                    break
+        elapsed = time.perf_counter() - started
+        if stream.usage is None:
+            raise ProviderRequestError(
+                f"The server at {self.base_url} sent no usage in its stream; it is not a vLLM "
+                "OpenAI-compatible server, or it ignores stream_options.include_usage.",
+                url=self.base_url,
+            )
+        usage = stream.usage
+        cached = cached_tokens_from_usage(usage)
+        if cached is None and not self._warned_no_cache_report:
+            self._warned_no_cache_report = True
+            warnings.warn(
+                f"The vLLM server at {self.base_url} does not report cached tokens; start it with "
+                "--enable-prompt-tokens-details (prefixcache engine start always does).",
+                CacheReportingWarning,
+                stacklevel=4,
+            )
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
+        return _response(
+            content="".join(stream.parts),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            cached=cached,
+            ttft=stream.ttft,
+            elapsed=elapsed,
+            finish=stream.finish,
+            provider=self.name,
+            model=str(body["model"]),
+            served_model=stream.model,
+            request_id=stream.request_id,
+        )
+
+
+@dataclass
+class StreamState:
+    """What an OpenAI-compatible server-sent-event stream has said so far."""
+
+    parts: list[str] = field(default_factory=list)
+    ttft: float | None = None
+    finish: str | None = None
+    usage: Mapping[str, Any] | None = None
+    request_id: str | None = None
+    model: str | None = None
+
+    def feed(self, line: str, elapsed: float) -> bool:
+        """Take one line of the stream; True at ``data: [DONE]``."""
+        if not line.startswith("data:"):
+            return False  # comments (keep-alives), blank separators, other SSE fields
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return True
+        chunk = json.loads(data)
+        self.request_id = self.request_id or chunk.get("id")
+        self.model = self.model or chunk.get("model")
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = (choice.get("delta") or {}).get("content")
+            if delta:
+                if self.ttft is None:
+                    self.ttft = elapsed
+                self.parts.append(delta)
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+                if self.ttft is None:
+                    self.ttft = elapsed
+        return False
+
+
+class OllamaProvider:
+    """Ollama's native chat API (``POST /api/chat``). Ollama reports no cached tokens."""
+
+    name = "ollama"
+
+    def __init__(self, base_url: str = DEFAULT_OLLAMA_URL, model: str = "llama3.2") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+
+    async def complete(self, http: httpx.AsyncClient, request: LLMRequest) -> LLMResponse:
+        model = request.model or self.model
+        options: dict[str, Any] = {
+            "num_predict": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        options.update(request.params.get("options", {}))
+        body = {
+            "model": model,
+            "messages": [dict(m) for m in request.messages],
+            "stream": True,
+            "options": options,
+        }
+        started = time.perf_counter()
+        ttft: float | None = None
+        parts: list[str] = []
+        final: Mapping[str, Any] = {}
+        async with http.stream("POST", f"{self.base_url}/api/chat", json=body) as response:
+            if response.status_code >= 400:
+                text = (await response.aread()).decode(errors="replace")
+                if response.status_code >= 500:
+                    raise _Retryable(response.status_code, text)
+                _raise_for_client_error(response.status_code, text, self.base_url, model)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                chunk = json.loads(line)
+                if chunk.get("error"):
+                    raise ProviderRequestError(f"Ollama error: {chunk['error']}", url=self.base_url)
+                content = (chunk.get("message") or {}).get("content")
+                if content:
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+                    parts.append(content)
+                if chunk.get("done"):
+                    final = chunk
+                    break
+        return _response(
+            content="".join(parts),
+            prompt_tokens=int(final.get("prompt_eval_count", 0)),
+            completion_tokens=int(final.get("eval_count", 0)),
+            cached=None,
+            ttft=ttft,
+            elapsed=time.perf_counter() - started,
+            finish=final.get("done_reason"),
+            provider=self.name,
+            model=model,
+            request_id=None,
+        )
+
+
+def _response(
+    *,
+    content: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached: int | None,
+    ttft: float | None,
+    elapsed: float,
+    finish: str | None,
+    provider: str,
+    model: str,
+    request_id: str | None,
+    served_model: str | None = None,
+) -> LLMResponse:
+    usage: Usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cached_tokens": cached,
+    }
+    metadata: ResponseMetadata = {
+        "cached_tokens": cached,
+        "cache_hit_rate": hit_rate(cached, prompt_tokens),
+        "ttft": ttft,
+        "provider": provider,
+        "model": model,
+        "served_model": served_model or model,
+        "request_id": request_id,
+    }
+    return LLMResponse(content, usage, metadata, elapsed, finish)

@@ -1,0 +1,173 @@
+"""The default library: settings, registry, tier map and composer built once, on first use.
+
+Applications that want explicit wiring build a ``PromptLibrary`` themselves and pass it
+around; the module-level functions in ``prefixcache`` use the default one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ..settings import Settings, load_settings
+from .compose import ClockGranularity, OptimizedPrompt, PromptComposer, RecentContext
+from .registry import PromptRegistry
+from .tiers import AgentTier, AgentTierMap
+
+
+class PromptLibrary:
+    """Registry + tier map + composer, configured from one ``Settings``."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.registry = PromptRegistry(self.settings.prompt_dirs)
+        self.tiers = AgentTierMap(
+            extra=self.settings.extra_agents, strict=self.settings.agents_strict
+        )
+        self.composer = PromptComposer(self.registry, self.tiers)
+
+    def get_prompt(self, key: str, /, **variables: Any) -> str:
+        return self.registry.render(key, **variables)
+
+    def compose_prompt(
+        self,
+        base_prompt_key: str | None = None,
+        session_id: str | None = None,
+        user_name: str | None = None,
+        user_role: str | None = None,
+        available_tools: Iterable[str] | None = None,
+        recent_context: RecentContext | None = None,
+        additional_params: Mapping[str, Any] | None = None,
+        *,
+        agent_type: str | None = None,
+        clock: ClockGranularity | None = None,
+        now: datetime | None = None,
+    ) -> OptimizedPrompt:
+        return self.composer.compose(
+            base_prompt_key,
+            session_id,
+            user_name,
+            user_role,
+            available_tools,
+            recent_context,
+            additional_params,
+            agent_type=agent_type,
+            clock=clock,
+            now=now,
+        )
+
+    def reload(self) -> None:
+        self.composer.reload()
+        self.registry = self.composer.registry
+
+
+_default: PromptLibrary | None = None
+_lock = threading.Lock()
+
+
+def default_library() -> PromptLibrary:
+    """The process-wide library, built from the config file on first use."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = PromptLibrary(load_settings())
+    return _default
+
+
+def set_default_library(library: PromptLibrary | None) -> None:
+    """Replace (or with ``None`` forget) the process-wide library."""
+    global _default
+    with _lock:
+        _default = library
+
+
+# -- the guide's module-level API ----------------------------------------------
+
+
+def get_prompt(key: str, /, **variables: Any) -> str:
+    """Render the prompt ``key`` (``PromptNotFoundError`` / ``PromptRenderError`` on failure)."""
+    return default_library().get_prompt(key, **variables)
+
+
+def compose_prompt(
+    base_prompt_key: str | None = None,
+    session_id: str | None = None,
+    user_name: str | None = None,
+    user_role: str | None = None,
+    available_tools: Iterable[str] | None = None,
+    recent_context: RecentContext | None = None,
+    additional_params: Mapping[str, Any] | None = None,
+    *,
+    agent_type: str | None = None,
+    clock: ClockGranularity | None = None,
+    now: datetime | None = None,
+) -> OptimizedPrompt:
+    """Static prefix + dynamic suffix, as an ``OptimizedPrompt``."""
+    return default_library().compose_prompt(
+        base_prompt_key,
+        session_id,
+        user_name,
+        user_role,
+        available_tools,
+        recent_context,
+        additional_params,
+        agent_type=agent_type,
+        clock=clock,
+        now=now,
+    )
+
+
+def get_optimized_prompt(
+    base_prompt_key: str | None = None,
+    session_id: str | None = None,
+    user_name: str | None = None,
+    user_role: str | None = None,
+    available_tools: Iterable[str] | None = None,
+    recent_context: RecentContext | None = None,
+    additional_params: Mapping[str, Any] | None = None,
+    *,
+    agent_type: str | None = None,
+    clock: ClockGranularity | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Static prefix + dynamic suffix, as one string (the guide's call)."""
+    return compose_prompt(
+        base_prompt_key,
+        session_id,
+        user_name,
+        user_role,
+        available_tools,
+        recent_context,
+        additional_params,
+        agent_type=agent_type,
+        clock=clock,
+        now=now,
+    ).text
+
+
+def reload() -> None:
+    """Re-read prompt files: memoised prefixes are rendered again on next use."""
+    default_library().reload()
+
+
+def get_agent_tier(agent_type: str) -> AgentTier:
+    return default_library().tiers.get_agent_tier(agent_type)
+
+
+def get_base_prompt_for_agent(agent_type: str) -> str:
+    return default_library().tiers.get_base_prompt_for_agent(agent_type)
+
+
+def get_cache_hit_expectation(agent_type: str) -> str:
+    return default_library().tiers.get_cache_hit_expectation(agent_type)
+
+
+def list_agents_by_tier(tier: AgentTier) -> list[str]:
+    return default_library().tiers.list_agents_by_tier(tier)
+
+
+def get_tier_statistics() -> dict[str, dict[str, Any]]:
+    return default_library().tiers.get_tier_statistics()
