@@ -16,7 +16,7 @@ from prefixcache import (
     get_base_prompt_for_agent,
     get_optimized_prompt,
 )
-from prefixcache.prompts.compose import QUOTE_PREFIX
+from prefixcache.prompts.inputs import QUOTE_PREFIX
 
 BASE = "default.agent.system.main"
 LABELS = (

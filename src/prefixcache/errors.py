@@ -42,6 +42,24 @@ class PromptRenderError(PromptError):
     """A prompt template failed to render (syntax error, undefined variable, bad include)."""
 
 
+class PromptFileError(PromptError):
+    """A prompt file or folder cannot be used (unreadable, not UTF-8, a loop, missing)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class PromptInputError(PromptError, ValueError):
+    """A dynamic input (session id, tools, context, parameters) has a value that cannot be
+    rendered; the message names the parameter."""
+
+
+class PromptInputTypeError(PromptInputError, TypeError):
+    """A dynamic input has a type that is not accepted; the message names the parameter."""
+
+
 class AgentError(PrefixCacheError):
     """Base class of agent tier errors."""
 
@@ -95,6 +113,19 @@ class ProviderTimeoutError(ProviderError):
 
 class ProviderRequestError(ProviderError):
     """The server rejected the request (HTTP 4xx) or failed (HTTP 5xx after retries)."""
+
+
+class ProviderProtocolError(ProviderRequestError):
+    """The server's answer has the wrong shape (invalid JSON, a usage count that is not a
+    number, more cached than prompt tokens): it is not the server it claims to be."""
+
+
+class InvalidRequestError(PrefixCacheError, ValueError):
+    """A request cannot be sent as it is (checked before sending); names the field."""
+
+
+class InvalidRequestTypeError(InvalidRequestError, TypeError):
+    """A request field has the wrong type; names the field."""
 
 
 class PromptTooLongError(ProviderRequestError):

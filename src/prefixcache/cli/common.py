@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar, cast
 import typer
 from rich.console import Console
 
-from ..errors import PrefixCacheError
+from ..errors import ConfigError, PrefixCacheError
 from ..prompts.library import PromptLibrary
 from ..settings import Settings, VLLMConfig, load_settings
 
@@ -46,7 +46,13 @@ class CliState:
         changes = {k: v for k, v in overrides.items() if v is not None}
         if base_url:
             changes["base_url"] = base_url
-        return cfg.with_overrides(**changes) if changes else cfg
+        if not changes:
+            return cfg
+        try:
+            return cfg.with_overrides(**changes)
+        except ConfigError as exc:  # the values came from options: a usage error
+            message = str(exc).replace("Invalid configuration", "Invalid option value")
+            raise typer.BadParameter(message) from None
 
 
 def state(ctx: typer.Context) -> CliState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from ..errors import PromptRenderError
 from ..prompts.lint import lint_paths
+from ..prompts.registry import PromptRegistry
 from ..prompts.sizes import prompt_sizes
 from .common import console, err_console, handled, short_tier, state
 
@@ -34,7 +36,7 @@ def lint(
 ) -> None:
     """Find what would break prefix caching in static prompts; exit 1 on findings."""
     for path in paths or []:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise typer.BadParameter(f"{path} does not exist", param_hint="PATHS")
     targets = paths or [d for d in state(ctx).library.registry.directories if d.is_dir()]
     findings = lint_paths(targets)
@@ -47,9 +49,16 @@ def lint(
 
 
 def prompts_list(ctx: typer.Context) -> None:
-    """List every prompt key and the file that serves it."""
-    for key, path in state(ctx).library.registry.files():
+    """List every prompt key and the file that serves it; exit 1 if some could not be used."""
+    # built from the settings directly, so that one bad folder does not hide the rest
+    registry = PromptRegistry(state(ctx).settings.prompt_dirs)
+    for key, path in registry.files():
         typer.echo(f"{key}\t{path}")
+    problems = registry.problems()
+    for problem in problems:
+        err_console.print(f"error: {problem}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 def prompts_show(

@@ -29,6 +29,7 @@ from .providers import (
     _error_message,
     _Retryable,
 )
+from .validation import validate_messages, validate_request
 
 if TYPE_CHECKING:
     from .metrics import CacheMetricsRecorder
@@ -109,6 +110,7 @@ class LLMInterface:
         if isinstance(messages, LLMRequest):
             request = messages
         else:
+            validate_messages(messages)
             request = LLMRequest(
                 messages=list(messages),
                 provider=provider,
@@ -124,6 +126,7 @@ class LLMInterface:
             raise ConfigError(
                 "llm.vllm.enabled is false in the config: set it to true to use provider='vllm'."
             )
+        validate_request(request)
         chosen = self.providers.get(request.provider)
         if chosen is None:
             raise PrefixCacheError(
@@ -142,7 +145,17 @@ class LLMInterface:
         while True:
             try:
                 async with self._client() as http:
-                    return await provider.complete(http, request)
+                    # the total deadline: a server that only sends keep-alives, or trickles
+                    # bytes, cannot hold a request past it (httpx's timeout bounds each read)
+                    async with asyncio.timeout(self.timeout_s):
+                        return await provider.complete(http, request)
+            except TimeoutError as exc:
+                raise ProviderTimeoutError(
+                    f"The {provider.name} server at {provider.base_url} did not finish the "
+                    f"request within {self.timeout_s:g} s (the total deadline). Raise "
+                    "llm.vllm.request_timeout_s, lower max_tokens, or check the server's load.",
+                    url=provider.base_url,
+                ) from exc
             except (httpx.ConnectError, httpx.ConnectTimeout, _Retryable) as exc:
                 if attempt >= self.retry.max_retries:
                     raise self._final_error(provider, exc) from exc

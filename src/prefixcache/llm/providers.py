@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..errors import PromptTooLongError, ProviderRequestError
+from ..errors import PromptTooLongError, ProviderProtocolError, ProviderRequestError
 from .models import LLMRequest, LLMResponse, ResponseMetadata, Usage, hit_rate
+from .validation import count, encode_body
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
@@ -94,12 +95,40 @@ def _raise_for_client_error(status: int, body: str, url: str, model: str) -> Non
     )
 
 
-def cached_tokens_from_usage(usage: Mapping[str, Any]) -> int | None:
+def cached_tokens_from_usage(usage: Mapping[str, Any], url: str = "the server") -> int | None:
     """``usage.prompt_tokens_details.cached_tokens``; ``None`` (unknown) when not reported."""
     details = usage.get("prompt_tokens_details")
     if not isinstance(details, Mapping) or details.get("cached_tokens") is None:
         return None
-    return int(details["cached_tokens"])
+    return count(details, "cached_tokens", url)
+
+
+def _shape(url: str, what: str, value: object) -> ProviderProtocolError:
+    return ProviderProtocolError(
+        f"The server at {url} sent {what} of the wrong shape ({type(value).__name__}: "
+        f"{str(value)[:80]!r}); it is not a vLLM OpenAI-compatible server, or a proxy changed "
+        "its answer.",
+        url=url,
+    )
+
+
+async def _check_status(response: httpx.Response, url: str, model: str) -> None:
+    """HTTP errors as typed errors; 5xx as a retry signal; a redirect named as one."""
+    status = response.status_code
+    if 300 <= status < 400:
+        target = response.headers.get("location", "?")
+        raise ProviderRequestError(
+            f"The server at {url} redirected the request (HTTP {status}) to {target}. Point "
+            "llm.vllm.base_url (or --base-url) at the final address: requests are not "
+            "followed across redirects.",
+            url=url,
+            status=status,
+        )
+    if status >= 400:
+        text = (await response.aread()).decode(errors="replace")
+        if status >= 500:
+            raise _Retryable(status, text)
+        _raise_for_client_error(status, text, url, model)
 
 
 class VLLMProvider:
@@ -133,14 +162,12 @@ class VLLMProvider:
         body = self.body(request)
         started = time.perf_counter()
         stream = StreamState()
-        async with http.stream("POST", url, json=body, headers=headers) as response:
-            if response.status_code >= 400:
-                text = (await response.aread()).decode(errors="replace")
-                if response.status_code >= 500:
-                    raise _Retryable(response.status_code, text)
-                _raise_for_client_error(response.status_code, text, self.base_url, body["model"])
+        payload = encode_body(body)
+        headers = {**headers, "Content-Type": "application/json"}
+        async with http.stream("POST", url, content=payload, headers=headers) as response:
+            await _check_status(response, self.base_url, str(body["model"]))
             async for line in response.aiter_lines():
-                if stream.feed(line, time.perf_counter() - started):
+                if stream.feed(line, time.perf_counter() - started, self.base_url):
                     break
         elapsed = time.perf_counter() - started
         if stream.usage is None:
@@ -150,7 +177,15 @@ class VLLMProvider:
                 url=self.base_url,
             )
         usage = stream.usage
-        cached = cached_tokens_from_usage(usage)
+        prompt_tokens = count(usage, "prompt_tokens", self.base_url)
+        completion_tokens = count(usage, "completion_tokens", self.base_url, required=False)
+        cached = cached_tokens_from_usage(usage, self.base_url)
+        if cached is not None and cached > prompt_tokens:
+            raise ProviderProtocolError(
+                f"The server at {self.base_url} reported {cached} cached tokens for a prompt of "
+                f"{prompt_tokens} tokens; its figures cannot be trusted.",
+                url=self.base_url,
+            )
         if cached is None and not self._warned_no_cache_report:
             self._warned_no_cache_report = True
             warnings.warn(
@@ -159,11 +194,10 @@ class VLLMProvider:
                 CacheReportingWarning,
                 stacklevel=4,
             )
-        prompt_tokens = int(usage.get("prompt_tokens", 0))
         return _response(
             content="".join(stream.parts),
             prompt_tokens=prompt_tokens,
-            completion_tokens=int(usage.get("completion_tokens", 0)),
+            completion_tokens=completion_tokens,
             cached=cached,
             ttft=stream.ttft,
             elapsed=elapsed,
@@ -186,26 +220,53 @@ class StreamState:
     request_id: str | None = None
     model: str | None = None
 
-    def feed(self, line: str, elapsed: float) -> bool:
-        """Take one line of the stream; True at ``data: [DONE]``."""
+    def feed(self, line: str, elapsed: float, url: str = "the server") -> bool:
+        """Take one line of the stream; True at ``data: [DONE]``. A line of the wrong
+        shape raises ``ProviderProtocolError`` naming the server."""
         if not line.startswith("data:"):
             return False  # comments (keep-alives), blank separators, other SSE fields
         data = line[5:].strip()
         if data == "[DONE]":
             return True
-        chunk = json.loads(data)
-        self.request_id = self.request_id or chunk.get("id")
-        self.model = self.model or chunk.get("model")
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            delta = (choice.get("delta") or {}).get("content")
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ProviderProtocolError(
+                f"The server at {url} sent a stream line that is not JSON: {data[:120]!r}",
+                url=url,
+            ) from None
+        if not isinstance(chunk, dict):
+            raise _shape(url, "a chunk", chunk)
+        if isinstance(chunk.get("error"), dict | str):
+            error = chunk["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise ProviderRequestError(f"The server at {url} failed mid-stream: {message}", url=url)
+        request_id, model = chunk.get("id"), chunk.get("model")
+        self.request_id = self.request_id or (request_id if isinstance(request_id, str) else None)
+        self.model = self.model or (model if isinstance(model, str) else None)
+        usage = chunk.get("usage")
+        if usage:
+            if not isinstance(usage, dict):
+                raise _shape(url, "usage", usage)
+            self.usage = usage
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise _shape(url, "choices", choices)
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise _shape(url, "a choice", choice)
+            delta_obj = choice.get("delta") or {}
+            if not isinstance(delta_obj, dict):
+                raise _shape(url, "a delta", delta_obj)
+            delta = delta_obj.get("content")
+            if delta is not None and not isinstance(delta, str):
+                raise _shape(url, "delta.content", delta)
             if delta:
                 if self.ttft is None:
                     self.ttft = elapsed
                 self.parts.append(delta)
             if choice.get("finish_reason"):
-                self.finish = choice["finish_reason"]
+                self.finish = str(choice["finish_reason"])
                 if self.ttft is None:
                     self.ttft = elapsed
         return False
@@ -237,19 +298,30 @@ class OllamaProvider:
         ttft: float | None = None
         parts: list[str] = []
         final: Mapping[str, Any] = {}
-        async with http.stream("POST", f"{self.base_url}/api/chat", json=body) as response:
-            if response.status_code >= 400:
-                text = (await response.aread()).decode(errors="replace")
-                if response.status_code >= 500:
-                    raise _Retryable(response.status_code, text)
-                _raise_for_client_error(response.status_code, text, self.base_url, model)
+        payload = encode_body(body)
+        headers = {"Content-Type": "application/json"}
+        async with http.stream(
+            "POST", f"{self.base_url}/api/chat", content=payload, headers=headers
+        ) as response:
+            await _check_status(response, self.base_url, model)
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
-                chunk = json.loads(line)
+                try:
+                    chunk = json.loads(line)
+                except ValueError:
+                    raise ProviderProtocolError(
+                        f"Ollama at {self.base_url} sent a line that is not JSON: {line[:120]!r}",
+                        url=self.base_url,
+                    ) from None
+                if not isinstance(chunk, dict):
+                    raise _shape(self.base_url, "a chunk", chunk)
                 if chunk.get("error"):
                     raise ProviderRequestError(f"Ollama error: {chunk['error']}", url=self.base_url)
-                content = (chunk.get("message") or {}).get("content")
+                message = chunk.get("message") or {}
+                content = message.get("content") if isinstance(message, dict) else None
+                if content is not None and not isinstance(content, str):
+                    raise _shape(self.base_url, "message.content", content)
                 if content:
                     if ttft is None:
                         ttft = time.perf_counter() - started
@@ -259,8 +331,8 @@ class OllamaProvider:
                     break
         return _response(
             content="".join(parts),
-            prompt_tokens=int(final.get("prompt_eval_count", 0)),
-            completion_tokens=int(final.get("eval_count", 0)),
+            prompt_tokens=count(final, "prompt_eval_count", self.base_url, required=False),
+            completion_tokens=count(final, "eval_count", self.base_url, required=False),
             cached=None,
             ttft=ttft,
             elapsed=time.perf_counter() - started,

@@ -8,25 +8,29 @@ most volatile, and always starts with the same header line.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jinja2
 
+from ..errors import PromptInputError, PromptInputTypeError
+from .inputs import (
+    RecentContext,
+    normalize_params,
+    normalize_recent_context,
+    normalize_tools,
+    one_line,
+)
 from .registry import PromptRegistry
 from .tiers import AgentProfile, AgentTierMap
 
 DYNAMIC_CONTEXT_KEY = "default.agent.system.dynamic_context"
 #: Every suffix starts with exactly these bytes, so the join never re-tokenizes the prefix.
 DYNAMIC_HEADER = "\n---\n\n## Dynamic Context\n\n"
-#: Multi-line dynamic text (recent context) is fenced: each line gets this prefix, so no
-#: dynamic line can start like one of the suffix's own labels or headers.
-QUOTE_PREFIX = "> "
-
 ClockGranularity = Literal["date", "hour", "minute", "second"]
 _CLOCK_FORMATS: dict[str, str] = {
     "date": "%Y-%m-%d",
@@ -34,8 +38,6 @@ _CLOCK_FORMATS: dict[str, str] = {
     "minute": "%Y-%m-%d %H:%M UTC",
     "second": "%Y-%m-%d %H:%M:%S UTC",
 }
-
-RecentContext = str | Sequence[str | Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,24 @@ class StaticLayers:
     def joined(self) -> str:
         parts = [p for p in (self.base, self.tier, self.role) if p]
         return "\n\n".join(parts) + "\n"
+
+
+#: Block-alignment padding: an HTML comment of ``PAD_UNIT``s (each one token in the
+#: usual BPE tokenizers), appended to a layer so that the layer ends on a KV block
+#: boundary of the serving engine (see ``prefixcache.llm.alignment``).
+PAD_OPEN = "<!-- "
+PAD_UNIT = ". "
+PAD_CLOSE = "-->"
+
+#: A layer chain: (base key,), (base key, tier key) or (base key, tier key, role key).
+LayerChain = tuple[str | None, ...]
+
+
+def pad_text(units: int) -> str:
+    """The padding appended to a layer: nothing for 0 units."""
+    if units <= 0:
+        return ""
+    return "\n\n" + PAD_OPEN + PAD_UNIT * units + PAD_CLOSE
 
 
 @dataclass(frozen=True)
@@ -69,114 +89,175 @@ class OptimizedPrompt:
         return self.text
 
 
-#: Every character ``str.splitlines`` treats as a line boundary.
-_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
-
-
-def one_line(value: object) -> str:
-    """A single-line field: line breaks become spaces, so it cannot start a new line."""
-    text = value if isinstance(value, str) else _stable_str(value)
-    return _LINE_BREAKS.sub(" ", text).strip()
-
-
-def _stable_str(value: object) -> str:
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        if isinstance(value, set | frozenset):
-            value = sorted(value, key=repr)
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def normalize_tools(tools: Iterable[object] | None) -> list[str]:
-    """De-duplicated, sorted, single-line tool names; empty names dropped."""
-    if not tools:
-        return []
-    if isinstance(tools, str):
-        tools = [tools]
-    return sorted({t for t in (one_line(x) for x in tools) if t})
-
-
-def normalize_params(params: Mapping[Any, Any] | None) -> list[tuple[str, str]]:
-    """Sorted ``(key, value)`` pairs; ``None`` values omitted."""
-    if not params:
-        return []
-    pairs = {one_line(k): one_line(v) for k, v in params.items() if v is not None}
-    return sorted((k, v) for k, v in pairs.items() if k)
-
-
-def fence(text: str) -> str:
-    """Quote every line of multi-line dynamic text (see ``QUOTE_PREFIX``)."""
-    return "\n".join(QUOTE_PREFIX + line for line in text.splitlines())
-
-
-def normalize_recent_context(context: RecentContext | None) -> str:
-    if not context:
-        return ""
-    if isinstance(context, str):
-        text = context
-    else:
-        lines = []
-        for item in context:
-            if isinstance(item, Mapping) and "content" in item:
-                role = item.get("role")
-                lines.append(f"{role}: {item['content']}" if role else str(item["content"]))
-            else:
-                lines.append(item if isinstance(item, str) else _stable_str(item))
-        text = "\n".join(lines)
-    text = text.strip("\r\n")
-    return fence(text) if text.strip() else ""
-
-
-def format_clock(granularity: ClockGranularity, now: datetime | None = None) -> str:
-    if granularity not in _CLOCK_FORMATS:
-        raise ValueError(f"clock must be one of {', '.join(_CLOCK_FORMATS)}, got {granularity!r}")
+def format_clock(granularity: object, now: datetime | None = None) -> str:
+    if not isinstance(granularity, str) or granularity not in _CLOCK_FORMATS:
+        raise PromptInputError(
+            f"clock must be one of {', '.join(_CLOCK_FORMATS)} (or None), got {granularity!r}"
+        )
+    if now is not None and not isinstance(now, datetime):
+        raise PromptInputTypeError(f"now must be a datetime, got {type(now).__name__}")
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     return moment.strftime(_CLOCK_FORMATS[granularity])
 
 
+#: How many distinct prefixes a composer keeps (each is one rendered prompt, ~20 KB).
+PREFIX_MEMO_SIZE = 256
+
+
 class PromptComposer:
-    """Builds ``OptimizedPrompt`` objects from a registry and a tier map."""
+    """Builds ``OptimizedPrompt`` objects from a registry and a tier map.
+
+    Prefixes are memoised by what they are made of (base key, tier block key, role block
+    key), not by agent name: every unknown agent shares the one tier-1 prefix, and the
+    memo holds at most ``PREFIX_MEMO_SIZE`` entries (least recently used dropped).
+    """
 
     def __init__(self, registry: PromptRegistry, tiers: AgentTierMap) -> None:
         self.registry = registry
         self.tiers = tiers
-        self._prefixes: dict[tuple[str, str | None], tuple[str, str]] = {}
+        self._prefixes: OrderedDict[tuple[str, str | None, str | None], tuple[str, str]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
         self._dynamic: jinja2.Template | None = None
+        self._padding: dict[LayerChain, int] = {}
+
+    def set_padding(self, padding: Mapping[LayerChain, int]) -> None:
+        """Pad layers to block boundaries: ``{(base,): n, (base, tier): m, ...}`` units
+        (computed against a serving engine by ``prefixcache.llm.alignment``)."""
+        with self._lock:
+            self._padding = {tuple(k): int(v) for k, v in padding.items() if v > 0}
+            self._prefixes.clear()
+
+    @property
+    def padding(self) -> dict[LayerChain, int]:
+        return dict(self._padding)
 
     def reload(self) -> None:
         """Forget memoised prefixes and templates (after prompt files changed)."""
-        self._prefixes.clear()
+        with self._lock:
+            self._prefixes.clear()
         self._dynamic = None
         self.registry = PromptRegistry(self.registry.directories, include_builtin=False)
 
     # -- static ------------------------------------------------------------
     def profile(self, agent_type: str | None) -> AgentProfile | None:
-        return self.tiers.profile(agent_type) if agent_type is not None else None
+        if agent_type is None:
+            return None
+        if not isinstance(agent_type, str):
+            raise PromptInputTypeError(
+                f"agent_type must be a str, got {type(agent_type).__name__}: {agent_type!r}"
+            )
+        return self.tiers.profile(agent_type)
+
+    def _layers_of(
+        self, base_prompt_key: str, agent_type: str | None
+    ) -> tuple[str, str | None, str | None]:
+        profile = self.profile(agent_type)
+        if profile is None:
+            return (base_prompt_key, None, None)
+        return (base_prompt_key, profile.tier_prompt, profile.role_prompt)
 
     def static_layers(self, base_prompt_key: str, agent_type: str | None = None) -> StaticLayers:
-        """Render the layers of a prefix (not memoised; use ``prefix`` for that)."""
-        profile = self.profile(agent_type)
-        base = self.registry.render(base_prompt_key).strip()
+        """Render the layers of a prefix (not memoised; use ``prefix`` for that), each
+        with its block-alignment padding if any was set."""
+        base_key, tier_key, role_key = self._layers_of(base_prompt_key, agent_type)
+        pads = self._padding
+        base = self.registry.render(base_key).strip() + pad_text(pads.get((base_key,), 0))
         tier = role = ""
-        if profile is not None:
-            if profile.tier_prompt:
-                tier = self.registry.render(profile.tier_prompt).strip()
-            if profile.role_prompt:
-                role = self.registry.render(profile.role_prompt).strip()
+        if tier_key:
+            tier = self.registry.render(tier_key).strip()
+            tier += pad_text(pads.get((base_key, tier_key), 0))
+        if role_key:
+            role = self.registry.render(role_key).strip()
+            role += pad_text(pads.get((base_key, tier_key, role_key), 0))
         return StaticLayers(base, tier, role)
 
+    def layer_chains(self, agent_type: str) -> list[tuple[LayerChain, str]]:
+        """The agent's layer chains, outermost first, each with the text that follows it
+        in a prompt (the join before the next layer, or the suffix header)."""
+        base_key, tier_key, role_key = self._layers_of(
+            self.tiers.get_base_prompt_for_agent(agent_type), agent_type
+        )
+        chains: list[LayerChain] = [(base_key,)]
+        if tier_key:
+            chains.append((base_key, tier_key))
+        if role_key:
+            chains.append((base_key, tier_key, role_key))
+        return [
+            (c, "\n\n" if i < len(chains) - 1 else "\n" + DYNAMIC_HEADER)
+            for i, c in enumerate(chains)
+        ]
+
+    def chain_text(self, chain: LayerChain) -> str:
+        """The static text up to the end of ``chain`` (its padding included)."""
+        texts = []
+        for i, key in enumerate(chain):
+            if key is None:
+                continue
+            texts.append(
+                self.registry.render(key).strip() + pad_text(self._padding.get(chain[: i + 1], 0))
+            )
+        return "\n\n".join(texts)
+
     def prefix(self, base_prompt_key: str, agent_type: str | None = None) -> tuple[str, str]:
-        """``(prefix, sha256 hex)``, rendered once and memoised."""
-        name = None if agent_type is None else self.tiers.profile(agent_type).agent_type
-        cache_key = (base_prompt_key, name)
-        hit = self._prefixes.get(cache_key)
-        if hit is None:
-            text = self.static_layers(base_prompt_key, agent_type).joined()
-            hit = (text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+        """``(prefix, sha256 hex)``, rendered once and memoised (bounded, see the class)."""
+        if not isinstance(base_prompt_key, str):
+            raise PromptInputTypeError(
+                f"base_prompt_key must be a str, got {type(base_prompt_key).__name__}"
+            )
+        cache_key = self._layers_of(base_prompt_key, agent_type)
+        with self._lock:
+            hit = self._prefixes.get(cache_key)
+            if hit is not None:
+                self._prefixes.move_to_end(cache_key)
+                return hit
+        text = self.static_layers(base_prompt_key, agent_type).joined()
+        hit = (text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+        with self._lock:
             self._prefixes[cache_key] = hit
+            while len(self._prefixes) > PREFIX_MEMO_SIZE:
+                self._prefixes.popitem(last=False)
         return hit
 
     # -- dynamic -----------------------------------------------------------
+    def suffix_variables(
+        self,
+        *,
+        session_id: object = None,
+        user_name: object = None,
+        user_role: object = None,
+        available_tools: object = None,
+        recent_context: object = None,
+        additional_params: object = None,
+        clock: object = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The suffix template's variables, each validated and normalised.
+
+        ``user_name``, ``user_role``, ``session_id``, ``tools`` (sorted list),
+        ``params`` (sorted (key, value) pairs), ``recent_context`` (fenced text) and
+        ``clock``; and, for templates written for the guide's reference implementation,
+        ``available_tools`` (the same sorted list), ``additional_params`` (an ordered
+        mapping of the same pairs), ``current_date`` and ``current_time`` (empty unless a
+        ``clock`` is asked for)."""
+        tools = normalize_tools(available_tools)
+        params = normalize_params(additional_params)
+        stamp = format_clock(clock, now) if clock is not None else ""
+        return {
+            "user_name": one_line(user_name, "user_name") if user_name is not None else "",
+            "user_role": one_line(user_role, "user_role") if user_role is not None else "",
+            "tools": tools,
+            "params": params,
+            "session_id": one_line(session_id, "session_id") if session_id is not None else "",
+            "recent_context": normalize_recent_context(recent_context),
+            "clock": stamp,
+            "available_tools": tools,
+            "additional_params": dict(params),
+            "current_date": stamp.split(" ")[0] if stamp else "",
+            "current_time": " ".join(stamp.split(" ")[1:]) if stamp else "",
+        }
+
     def suffix(
         self,
         *,
@@ -189,18 +270,16 @@ class PromptComposer:
         clock: ClockGranularity | None = None,
         now: datetime | None = None,
     ) -> str:
+        variables = self.suffix_variables(
+            session_id=session_id, user_name=user_name, user_role=user_role,
+            available_tools=available_tools, recent_context=recent_context,
+            additional_params=additional_params, clock=clock, now=now,
+        )  # fmt: skip
         if self._dynamic is None:
             self._dynamic = self.registry.template(DYNAMIC_CONTEXT_KEY)
-        body = self._dynamic.render(
-            user_name=one_line(user_name) if user_name is not None else "",
-            user_role=one_line(user_role) if user_role is not None else "",
-            tools=normalize_tools(available_tools),
-            params=normalize_params(additional_params),
-            session_id=one_line(session_id) if session_id is not None else "",
-            recent_context=normalize_recent_context(recent_context),
-            clock=format_clock(clock, now) if clock else "",
+        return DYNAMIC_HEADER + self.registry.render_template(
+            self._dynamic, DYNAMIC_CONTEXT_KEY, variables
         )
-        return DYNAMIC_HEADER + body
 
     def compose(
         self,
@@ -218,8 +297,10 @@ class PromptComposer:
     ) -> OptimizedPrompt:
         if base_prompt_key is None:
             if agent_type is None:
-                raise ValueError("Give base_prompt_key, agent_type, or both.")
-            base_prompt_key = self.tiers.get_base_prompt_for_agent(agent_type)
+                raise PromptInputError(
+                    "Give base_prompt_key, agent_type, or both (e.g. agent_type='code-reviewer')."
+                )
+            base_prompt_key = self.tiers.get_base_prompt_for_agent(self._checked_agent(agent_type))
         prefix, digest = self.prefix(base_prompt_key, agent_type)
         suffix = self.suffix(
             session_id=session_id,
@@ -232,3 +313,10 @@ class PromptComposer:
             now=now,
         )
         return OptimizedPrompt(prefix, suffix, digest, base_prompt_key, agent_type)
+
+    def _checked_agent(self, agent_type: object) -> str:
+        if not isinstance(agent_type, str):
+            raise PromptInputTypeError(
+                f"agent_type must be a str, got {type(agent_type).__name__}: {agent_type!r}"
+            )
+        return agent_type

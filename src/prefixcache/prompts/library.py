@@ -11,8 +11,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from ..errors import ConfigError
 from ..settings import Settings, load_settings
-from .compose import ClockGranularity, OptimizedPrompt, PromptComposer, RecentContext
+from .compose import ClockGranularity, OptimizedPrompt, PromptComposer
+from .inputs import RecentContext
 from .registry import PromptRegistry
 from .tiers import AgentTier, AgentTierMap
 
@@ -22,11 +24,28 @@ class PromptLibrary:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
+        for directory in self.settings.prompt_dirs:
+            if not directory.is_dir():
+                problem = "does not exist" if not directory.exists() else "is not a folder"
+                raise ConfigError(
+                    f"prompts.directories in {self.settings.source}: {directory} {problem}. "
+                    "Fix the path (relative paths are relative to the config file's folder) "
+                    "or remove it."
+                )
         self.registry = PromptRegistry(self.settings.prompt_dirs)
         self.tiers = AgentTierMap(
             extra=self.settings.extra_agents, strict=self.settings.agents_strict
         )
         self.composer = PromptComposer(self.registry, self.tiers)
+        if self.settings.extra_agents:
+            # a key the config refers to must exist: fail at load, not at the first request
+            for where, key in self.tiers.prompt_keys():
+                if not self.registry.has(key):
+                    raise ConfigError(
+                        f"agents.tiers in {self.settings.source}: {where} refers to prompt "
+                        f"{key!r}, which no prompt directory has. Add the file "
+                        f"({key.replace('.', '/', 1)}.md) or fix the key."
+                    )
 
     def get_prompt(self, key: str, /, **variables: Any) -> str:
         return self.registry.render(key, **variables)

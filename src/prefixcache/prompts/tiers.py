@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, UnknownAgentError, UnknownAgentWarning
+from ..errors import ConfigError, PromptInputTypeError, UnknownAgentError, UnknownAgentWarning
 
 
 class AgentTier(StrEnum):
@@ -82,6 +82,13 @@ def _load_builtin() -> dict[str, Any]:
     return data
 
 
+_TIER_KEYS = {"base_prompt", "tier_prompt", "expected_hit_rate", "measured_hit_rate", "agents"}
+
+#: Distinct unknown agent names warned about (one warning each); past this, no more
+#: warnings and no more memory.
+MAX_WARNED_NAMES = 256
+
+
 class AgentTierMap:
     """Agent type -> tier and static layers. Unknown agents fall back to tier 1."""
 
@@ -111,6 +118,22 @@ class AgentTierMap:
                     f"{', '.join(t.value for t in AgentTier)}."
                 ) from None
             spec = spec or {}
+            where = f"agents.tiers.{tier_name}"
+            if not isinstance(spec, Mapping):
+                raise ConfigError(
+                    f"{where} must be a mapping (base_prompt, tier_prompt, expected_hit_rate, "
+                    f"agents), got {type(spec).__name__}."
+                )
+            unknown = sorted(set(map(str, spec)) - _TIER_KEYS)
+            if unknown:
+                raise ConfigError(
+                    f"{where} has unknown key(s) {', '.join(unknown)}; known: "
+                    f"{', '.join(sorted(_TIER_KEYS))}."
+                )
+            for key in ("base_prompt", "tier_prompt", "expected_hit_rate", "measured_hit_rate"):
+                value = spec.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"{where}.{key} must be a str, got {value!r}.")
             old = self._tiers.get(tier)
             if old is None and not replace:
                 raise ConfigError(f"Tier {tier.value} has no built-in definition to extend.")
@@ -127,7 +150,16 @@ class AgentTierMap:
                 raise ConfigError(f"agents of tier {tier.value} must be a list or a mapping.")
             names = list(old.agents) if old else []
             for raw_name, role in agents_spec.items():
-                name = normalize_agent_name(str(raw_name))
+                if not isinstance(raw_name, str) or not raw_name.strip():
+                    raise ConfigError(
+                        f"{where}.agents: agent names must be non-empty str, got {raw_name!r}."
+                    )
+                if role is not None and not isinstance(role, str):
+                    raise ConfigError(
+                        f"{where}.agents.{raw_name} must be a role prompt key (str) or null, "
+                        f"got {role!r}."
+                    )
+                name = normalize_agent_name(raw_name)
                 previous = self._agents.get(name)
                 if previous is not None and previous.tier is not tier:
                     self._tiers[previous.tier] = _without(self._tiers[previous.tier], name)
@@ -143,6 +175,10 @@ class AgentTierMap:
 
     # -- queries ----------------------------------------------------------
     def profile(self, agent_type: str) -> AgentProfile:
+        if not isinstance(agent_type, str):
+            raise PromptInputTypeError(
+                f"agent_type must be a str, got {type(agent_type).__name__}: {agent_type!r}"
+            )
         name = normalize_agent_name(agent_type)
         found = self._agents.get(name)
         if found is not None:
@@ -150,7 +186,7 @@ class AgentTierMap:
         suggestions = difflib.get_close_matches(name, list(self._agents), n=3, cutoff=0.6)
         if self.strict:
             raise UnknownAgentError(agent_type, suggestions)
-        if name not in self._warned:
+        if name not in self._warned and len(self._warned) < MAX_WARNED_NAMES:
             self._warned.add(name)
             hint = f" (did you mean {', '.join(suggestions)}?)" if suggestions else ""
             warnings.warn(
@@ -162,6 +198,19 @@ class AgentTierMap:
             )
         t1 = self.tier_info(AgentTier.TIER_1_DEFAULT)
         return AgentProfile(name, t1.tier, t1.base_prompt, t1.tier_prompt, None, known=False)
+
+    def prompt_keys(self) -> list[tuple[str, str]]:
+        """``(where, key)`` of every prompt key the map refers to (for checking them)."""
+        keys: list[tuple[str, str]] = []
+        for info in self.tiers():
+            keys.append((f"{info.tier.value}.base_prompt", info.base_prompt))
+            if info.tier_prompt:
+                keys.append((f"{info.tier.value}.tier_prompt", info.tier_prompt))
+            for name in info.agents:
+                role = self._agents[name].role_prompt
+                if role:
+                    keys.append((f"{info.tier.value}.agents.{name}", role))
+        return keys
 
     def tier_info(self, tier: AgentTier) -> TierInfo:
         return self._tiers[tier]
