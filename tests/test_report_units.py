@@ -6,7 +6,7 @@ from prefixcache import AgentTierMap
 from prefixcache.bench.report import grids, run_status, summary_grid
 from prefixcache.bench.results import ArmRun, RequestResult
 from prefixcache.bench.runner import BenchSettings
-from prefixcache.bench.scenarios import SCENARIOS
+from prefixcache.bench.scenarios import ARM_NAMES, SCENARIOS
 
 
 def row(arm: str, index: int, time: float, cached: int | None, **kw: object) -> RequestResult:
@@ -30,12 +30,14 @@ def test_planned_requests_count_every_tick() -> None:
     """The progress bar's total: tasks, warm-ups (concurrent ones too) and the sweep."""
     settings = BenchSettings(
         scenarios=("single", "workflow", "multiturn", "concurrent"),
-        sweep=(16, 32), sessions=3, requests_per_session=2,
+        sweep=(16, 32), sessions=3, requests_per_session=2, passes=2, arms=ARM_NAMES,
     )  # fmt: skip
-    single = 4 * 10 + 1  # four arms, ten tasks, one agent warmed
-    workflow = 4 * 20 + 19  # 19 distinct agents warmed
+    # seven sequential arms, two passes; warmed adds one warm-up per distinct agent,
+    # prefetch one prefetch per agent first met after step 1
+    single = 7 * 10 * 2 + 1 + 0
+    workflow = 7 * 20 * 2 + 19 + 18  # 19 distinct agents; 18 first met after step 1
     multiturn = 3 * 8
-    concurrent = 3 * 6 + 3  # three arms; warmed adds one warm-up per distinct agent
+    concurrent = 4 * 6 + 3  # four arms; warmed adds one warm-up per distinct agent
     assert settings.planned_requests() == single * 2 + workflow + multiturn + concurrent
 
 
@@ -81,7 +83,9 @@ def test_status_names_what_is_missing() -> None:
 
 def test_scenarios_and_arms_are_typed() -> None:
     single = SCENARIOS["single"]
-    assert [a.name for a in single.arms] == ["no-reuse", "naive", "optimized", "warmed"]
+    assert [a.name for a in single.arms] == [
+        "no-reuse", "naive", "reference", "optimized", "aligned", "prefetch", "warmed",
+    ]  # fmt: skip
     assert single.arm("no-reuse").unique_salt and single.arm("warmed").warm  # type: ignore[union-attr]
     assert [a.name for a in SCENARIOS["multiturn"].arms] == [
         "no-reuse",

@@ -43,18 +43,21 @@ from .prompts.library import (
     reload,
     set_default_library,
 )
+from .prompts.reference import reference_prompt
 from .prompts.registry import PromptRegistry
 from .prompts.tiers import AgentProfile, AgentTier, AgentTierMap, TierInfo
 from .settings import ClientSettings, EngineSettings, Settings, VLLMConfig, load_settings
 
 if TYPE_CHECKING:
     from .engine.local import EngineStatus, LocalEngine
+    from .llm.alignment import align_to_blocks
     from .llm.cache_model import predicted_cached_tokens
     from .llm.inspector import EngineCacheStats, EngineInspector
     from .llm.interface import LLMInterface
     from .llm.metrics import Aggregate, CacheMetricsRecorder, RequestRecord
     from .llm.models import LLMRequest, LLMResponse, describe_cache
     from .llm.providers import CacheReportingWarning, RetryPolicy
+    from .llm.warming import Prefetcher, warm_prefixes
 
 #: name -> (module, extra): imported on first use
 _LAZY: dict[str, tuple[str, str]] = {
@@ -71,6 +74,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "LLMResponse": ("prefixcache.llm.models", "llm"),
     "describe_cache": ("prefixcache.llm.models", "llm"),
     "EngineStatus": ("prefixcache.engine.local", "llm"),
+    "Prefetcher": ("prefixcache.llm.warming", "llm"),
+    "warm_prefixes": ("prefixcache.llm.warming", "llm"),
+    "align_to_blocks": ("prefixcache.llm.alignment", "llm"),
     "LocalEngine": ("prefixcache.engine.local", "llm"),
 }
 
@@ -115,6 +121,7 @@ __all__ = [
     "LocalEngine",
     "MissingExtraError",
     "OptimizedPrompt",
+    "Prefetcher",
     "PrefixCacheError",
     "PromptComposer",
     "PromptError",
@@ -136,6 +143,7 @@ __all__ = [
     "UnknownAgentWarning",
     "VLLMConfig",
     "__version__",
+    "align_to_blocks",
     "compose_prompt",
     "default_library",
     "describe_cache",
@@ -148,6 +156,8 @@ __all__ = [
     "list_agents_by_tier",
     "load_settings",
     "predicted_cached_tokens",
+    "reference_prompt",
     "reload",
     "set_default_library",
+    "warm_prefixes",
 ]

@@ -14,11 +14,14 @@ from prefixcache.bench.report import environment, grids, save
 from prefixcache.bench.results import ArmRun
 from prefixcache.bench.runner import Benchmark, BenchSettings
 from prefixcache.bench.scenarios import (
+    ALIGNED,
     APPEND_ONLY,
     GUIDE_LAYOUT,
     NAIVE,
     NO_REUSE,
     OPTIMIZED,
+    PREFETCH,
+    REFERENCE,
     WARMED,
     mixed_steps,
     single_steps,
@@ -125,3 +128,73 @@ def test_single_steps_are_the_guides_ten_tasks() -> None:
     steps = single_steps()
     assert len(steps) == 10 and {s.agent_type for s in steps} == {"frontend-engineer"}
     assert len({s.task for s in steps}) == 10
+
+
+def test_reference_aligned_prefetch_and_steady_state(
+    engine: LocalEngine, live_library: PromptLibrary, block_size: int, tmp_path: Path
+) -> None:
+    """The guide's reference layout, block alignment and prefetch on the real engine:
+    every request after the first gets exactly the cached tokens /tokenize predicts, in
+    the cold pass and in the steady state."""
+    steps = mixed_steps()[:3]
+
+    async def body(bench: Benchmark) -> list[ArmRun]:
+        arms = (REFERENCE, ALIGNED, PREFETCH)
+        return await bench.run_sequential(
+            "mixed", steps, arms, 1, 2, f"levers-{tmp_path.name}", passes=2, tool_time=0.2
+        )
+
+    runs = run_bench(engine, live_library, block_size, body)
+    by = {(r.arm, r.phase): r for r in runs}
+    assert set(by) == {
+        (a, p) for a in ("reference", "aligned", "prefetch") for p in ("cold", "steady")
+    }
+    for run in runs:
+        assert run.complete and not run.failed
+        later = run.ok_tasks[1:] if run.phase == "cold" else run.ok_tasks
+        for r in later:
+            assert r.cached_tokens == r.predicted_cached, (run.arm, run.phase, r.index)
+    # the reference shares its whole main prompt between agents: the role-free layout
+    ref = by[("reference", "cold")].tasks
+    assert all((r.cached_tokens or 0) > 0.9 * r.prompt_tokens for r in ref[1:])
+    # prefetch prefilled the two agents first met after step 1, in the background
+    prefetches = [r for r in by[("prefetch", "cold")].requests if r.warmup]
+    assert sorted(r.agent_type for r in prefetches) == ["backend-engineer", "database-engineer"]
+    # so their first requests found the agent's whole static prefix cached
+    for r in by[("prefetch", "cold")].tasks[1:]:
+        assert (r.cached_tokens or 0) >= (
+            by[("aligned", "cold")].tasks[r.index - 1].cached_tokens or 0
+        )
+    # steady state: other users and sessions, same agents, prefixes warm
+    for arm in ("aligned", "prefetch"):
+        steady = by[(arm, "steady")].tasks
+        assert len(steady) == 3 and all(r.pass_no == 2 for r in steady)
+        # only the dynamic suffix (and at most a partial block) is prefilled again
+        fresh = [r.prompt_tokens - (r.cached_tokens or 0) for r in steady]
+        assert all(f < 300 for f in fresh), (arm, fresh)
+
+
+def test_alignment_puts_shared_layers_on_block_boundaries(
+    engine: LocalEngine, block_size: int
+) -> None:
+    from prefixcache import PromptLibrary, Settings, align_to_blocks
+    from prefixcache.llm.alignment import BlockAligner
+    from prefixcache.llm.cache_model import common_prefix_len, predicted_cached_tokens
+
+    library = PromptLibrary(Settings())
+    with EngineInspector(engine.base_url, engine.model) as inspector:
+        padding = align_to_blocks(
+            library.composer, inspector, block_size, ["frontend-engineer", "code-reviewer"]
+        )
+        assert padding  # every layer chain of both agents was measured
+        chain, join = library.composer.layer_chains("code-reviewer")[0]
+        base_end = BlockAligner(inspector, block_size).boundary(
+            library.composer.chain_text(chain), join
+        )
+        a = library.compose_prompt(agent_type="frontend-engineer", session_id="a")
+        b = library.compose_prompt(agent_type="code-reviewer", session_id="b")
+        ta = inspector.tokenize_messages([{"role": "system", "content": a.text}])
+        tb = inspector.tokenize_messages([{"role": "system", "content": b.text}])
+    # the shared base ends on a block boundary, so an agent of another tier reuses all of it
+    assert base_end % block_size == 0
+    assert predicted_cached_tokens(len(tb), common_prefix_len(ta, tb), block_size) == base_end

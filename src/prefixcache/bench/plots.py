@@ -19,7 +19,10 @@ def plot(runs: Sequence[ArmRun], out_dir: Path, max_tokens: int) -> list[Path]:
     sequential = [
         r
         for r in runs
-        if r.scenario != "concurrent" and r.max_tokens == max_tokens and r.repeat == 1
+        if r.scenario != "concurrent"
+        and r.max_tokens == max_tokens
+        and r.repeat == 1
+        and r.phase == "cold"
     ]
     scenarios = list(dict.fromkeys(r.scenario for r in sequential))
     if scenarios:

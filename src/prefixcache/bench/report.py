@@ -87,6 +87,8 @@ def environment(
             "repeat": settings.repeat,
             "max_tokens": settings.max_tokens,
             "sweep": list(settings.sweep),
+            "passes": settings.passes,
+            "tool_time": settings.tool_time,
             "sessions": settings.sessions,
             "requests_per_session": settings.requests_per_session,
             "run_id": settings.run_id,
@@ -134,16 +136,29 @@ def _spread(group: Sequence[ArmRun], baseline: Sequence[ArmRun] | None) -> str:
     return text
 
 
-def summary_grid(runs: Sequence[ArmRun], default_max_tokens: int) -> Grid:
-    groups = group_runs(runs)
+def fresh_tokens(group: Sequence[ArmRun]) -> float | None:
+    """Mean prompt tokens prefilled (not from the cache) per request after the first."""
+    values = [
+        x.prompt_tokens - x.cached_tokens
+        for r in group
+        for x in r.ok_tasks
+        if (x.index > 1 or r.phase == "steady") and x.cached_tokens is not None
+    ]
+    return sum(values) / len(values) if values else None
+
+
+def summary_grid(runs: Sequence[ArmRun], default_max_tokens: int, phase: str = "cold") -> Grid:
+    groups = group_runs(runs, phase)
     rows = []
     repeats = max((r.repeat for r in runs), default=1)
     for (scenario, max_tokens, arm), group in groups.items():
         if max_tokens != default_max_tokens:
             continue
         baseline = groups.get((scenario, max_tokens, "no-reuse"))
+        reference = groups.get((scenario, max_tokens, "reference"))
         total = total_of(group)
         speedup = total_of(baseline) / total if baseline and total else None
+        vs_reference = total_of(reference) / total if reference and total else None
         tasks = [x for r in group for x in r.ok_tasks]
         ttfts = [x.ttft for x in tasks if x.ttft is not None]
         reached, counted = reuse_after_first(group)
@@ -159,7 +174,9 @@ def summary_grid(runs: Sequence[ArmRun], default_max_tokens: int) -> Grid:
             _s(total, "{:.1f}"),
             _s(warm, "{:.1f}"),
             _s(speedup, "{:.2f}x"),
+            _s(vs_reference, "{:.2f}x"),
             _pct(hit),
+            _s(fresh_tokens(group), "{:.0f}"),
             _s(percentile(ttfts, 50)),
             _s(percentile(ttfts, 95)),
             "-" if reached is None else f"{reached * 100:.0f}% (n={counted})",
@@ -169,26 +186,39 @@ def summary_grid(runs: Sequence[ArmRun], default_max_tokens: int) -> Grid:
         rows.append(row)
     headers = [
         "scenario", "arm", "requests", "failed", "total s", "warm-up s", "speedup vs no-reuse",
-        "hit rate", "TTFT p50 s", "TTFT p95 s", "reuse reached (min)",
+        "vs reference", "hit rate", "fresh tok/req", "TTFT p50 s", "TTFT p95 s",
+        "reuse reached (min)",
     ]  # fmt: skip
     if repeats > 1:
         headers.append(f"spread over {repeats} repeats")
+    title = (
+        f"Summary at max_tokens={default_max_tokens}"
+        if phase == "cold"
+        else f"Steady state (passes after the first: same agents, other users and sessions), max_tokens={default_max_tokens}"
+    )
     return Grid(
-        f"Summary at max_tokens={default_max_tokens}",
+        title,
         headers,
         rows,
         "total = sum of the successful requests' times (concurrent: wall time), median over "
         "repeats; warm-up is reported apart and not in the total; failed requests are rows of "
         "their own and not in the total; * = the arm did not finish (see the run's status). "
         "reuse reached = measured / predicted cached tokens for requests after the first, where "
-        "predicted = min(floor(shared/block)*block, floor((prompt-1)/block)*block) from /tokenize.",
+        "predicted = min(floor(shared/block)*block, floor((prompt-1)/block)*block) from /tokenize. "
+        "vs reference = the reference arm's total / this arm's total (above 1x: faster than the "
+        "guide's own layout). fresh tok/req = prompt tokens not served from the cache, per "
+        "request after the first (warm-up: the warmed arm's prefills, or the prefetch arm's "
+        "background prefetches).",
     )
 
 
 def per_request_grid(runs: Sequence[ArmRun], scenario: str, max_tokens: int) -> Grid | None:
     arms = [
-        r for r in runs if r.scenario == scenario and r.max_tokens == max_tokens and r.repeat == 1
-    ]
+        r
+        for r in runs
+        if r.scenario == scenario and r.max_tokens == max_tokens and r.repeat == 1
+        and r.phase == "cold"
+    ]  # fmt: skip
     if not arms or scenario == "concurrent":
         return None
     headers = ["#", "agent"]
@@ -237,12 +267,12 @@ def failures_grid(runs: Sequence[ArmRun]) -> Grid | None:
 def tier_grid(runs: Sequence[ArmRun], tiers: AgentTierMap, max_tokens: int) -> Grid | None:
     rows = []
     for scenario in ("mixed", "workflow"):
-        for arm in ("optimized", "warmed"):
+        for arm in ("reference", "optimized", "aligned", "prefetch", "warmed"):
             tasks = [
                 x
                 for r in runs
-                if (r.scenario, r.arm, r.max_tokens) == (scenario, arm, max_tokens)
-                for x in r.tasks
+                if (r.scenario, r.arm, r.max_tokens, r.phase) == (scenario, arm, max_tokens, "cold")
+                for x in r.ok_tasks
             ]
             for info in tiers.tiers():
                 mine = [x for x in tasks if x.tier == info.tier.value]
@@ -353,14 +383,16 @@ def ttft_ratio_grid(runs: Sequence[ArmRun], max_tokens: int) -> Grid | None:
         cold = [
             x.ttft
             for r in runs
-            if (r.scenario, r.arm, r.max_tokens) == (scenario, "no-reuse", max_tokens)
+            if (r.scenario, r.arm, r.max_tokens, r.phase)
+            == (scenario, "no-reuse", max_tokens, "cold")
             for x in r.tasks
             if x.ttft is not None
         ]
         warm = [
             x.ttft
             for r in runs
-            if (r.scenario, r.arm, r.max_tokens) == (scenario, "optimized", max_tokens)
+            if (r.scenario, r.arm, r.max_tokens, r.phase)
+            == (scenario, "optimized", max_tokens, "cold")
             for x in r.tasks
             if x.index > 1 and x.ttft is not None
         ]
@@ -384,6 +416,8 @@ def ttft_ratio_grid(runs: Sequence[ArmRun], max_tokens: int) -> Grid | None:
 
 def grids(runs: Sequence[ArmRun], tiers: AgentTierMap, settings: BenchSettings) -> list[Grid]:
     out: list[Grid] = [summary_grid(runs, settings.max_tokens)]
+    if any(r.phase == "steady" for r in runs):
+        out.append(summary_grid(runs, settings.max_tokens, "steady"))
     for extra in (
         ttft_ratio_grid(runs, settings.max_tokens),
         sweep_grid(runs),

@@ -30,6 +30,10 @@ class RequestResult:
     session: int = 0
     success: bool = True
     error: str | None = None  # the failure, for a failed request
+    #: time this request waited for its own arm's prefetch to finish (beyond tool time)
+    stall: float = 0.0
+    #: 1: the first (cold) pass over the scenario's tasks; 2..: steady-state passes
+    pass_no: int = 1
 
     @property
     def hit_rate(self) -> float | None:
@@ -61,6 +65,8 @@ class ArmRun:
     wall_time: float
     #: how many requests this arm was planned to send (warm-ups included)
     planned: int = 0
+    #: "cold" (the first pass) or "steady" (passes 2..n, prefixes already warm)
+    phase: str = "cold"
 
     @property
     def complete(self) -> bool:
@@ -81,8 +87,9 @@ class ArmRun:
 
     @property
     def total_time(self) -> float:
-        """Sum of the successful tasks' request times; warm-up not included."""
-        return sum(r.processing_time for r in self.ok_tasks)
+        """Sum of the successful tasks' request times (and any wait for the arm's own
+        prefetch); warm-up and prefetch requests themselves not included."""
+        return sum(r.processing_time + r.stall for r in self.ok_tasks)
 
     @property
     def hit_rate(self) -> float | None:
@@ -107,6 +114,7 @@ def as_dict(run: ArmRun) -> dict[str, Any]:
         "repeat": run.repeat,
         "max_tokens": run.max_tokens,
         "planned": run.planned,
+        "phase": run.phase,
         "complete": run.complete,
         "failed": len(run.failed),
         "total_time": run.total_time,
@@ -117,11 +125,15 @@ def as_dict(run: ArmRun) -> dict[str, Any]:
     }
 
 
-def group_runs(runs: Sequence[ArmRun]) -> dict[tuple[str, int, str], list[ArmRun]]:
-    """Arm runs by (scenario, max_tokens, arm), repeats together, in first-seen order."""
+def group_runs(
+    runs: Sequence[ArmRun], phase: str | None = "cold"
+) -> dict[tuple[str, int, str], list[ArmRun]]:
+    """Arm runs of one phase (None: all) by (scenario, max_tokens, arm), repeats
+    together, in first-seen order."""
     out: dict[tuple[str, int, str], list[ArmRun]] = {}
     for run in runs:
-        out.setdefault((run.scenario, run.max_tokens, run.arm), []).append(run)
+        if phase is None or run.phase == phase:
+            out.setdefault((run.scenario, run.max_tokens, run.arm), []).append(run)
     return out
 
 

@@ -25,14 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PrefixCacheError, ProviderTimeoutError, ProviderUnavailableError
+from ..llm.alignment import align_to_blocks
 from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
 from ..llm.models import Message
+from ..llm.warming import Prefetcher, warm_messages
 from ..prompts.library import PromptLibrary
+from ..prompts.reference import reference_prompt
 from .results import ArmRun, RequestResult
 from .scenarios import (
-    ARM_NAMES,
+    DEFAULT_ARMS,
     MULTITURN_TURNS,
     SCENARIOS,
     Arm,
@@ -51,7 +54,7 @@ class BenchmarkAborted(PrefixCacheError):
 @dataclass(frozen=True)
 class BenchSettings:
     scenarios: tuple[str, ...] = ("single",)
-    arms: tuple[str, ...] = ARM_NAMES
+    arms: tuple[str, ...] = DEFAULT_ARMS
     repeat: int = 1
     max_tokens: int = 32
     sweep: tuple[int, ...] = ()
@@ -59,6 +62,11 @@ class BenchSettings:
     requests_per_session: int = 3
     #: consecutive unreachable/timed-out requests after which the run stops
     abort_after: int = 3
+    #: passes over each sequential scenario's tasks: pass 1 is cold, passes 2.. are the
+    #: steady state (same agents, other users and sessions, prefixes already warm)
+    passes: int = 1
+    #: seconds between a step's answer and the arm's next step (an agent running tools)
+    tool_time: float = 0.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def scenario_objects(self) -> list[Scenario]:
@@ -78,7 +86,10 @@ class BenchSettings:
         if scenario.kind is Kind.SEQUENTIAL:
             assert scenario.steps is not None
             steps = scenario.steps()
-            return len(steps) + (len({s.agent_type for s in steps}) if arm.warm else 0)
+            extra = len({s.agent_type for s in steps}) if arm.warm else 0
+            if arm.prefetch:
+                extra += len(prefetch_plan(steps))
+            return len(steps) * self.passes + extra
         if scenario.kind is Kind.MULTITURN:
             return len(MULTITURN_TURNS)
         plan = concurrent_steps(self.sessions, self.requests_per_session)
@@ -96,6 +107,18 @@ class BenchSettings:
 ProgressFn = Callable[[str], None]
 
 
+def prefetch_plan(steps: Sequence[Step]) -> list[int]:
+    """Indices (0-based) of the steps whose agent is prefetched during the step before:
+    the first time an agent appears after step 1 (a prefix already used is cached)."""
+    seen = {steps[0].agent_type} if steps else set()
+    plan = []
+    for i, step in enumerate(steps[1:], 1):
+        if step.agent_type not in seen:
+            plan.append(i)
+            seen.add(step.agent_type)
+    return plan
+
+
 @dataclass
 class _Lane:
     """One arm's state while a scenario runs (arms interleaved)."""
@@ -106,18 +129,34 @@ class _Lane:
     max_tokens: int
     salt: str
     planned: int
+    library: PromptLibrary | None = None
     seen: list[list[int]] = field(default_factory=list)
     results: list[RequestResult] = field(default_factory=list)
     history: list[Message] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    prefetcher: Prefetcher | None = None
+    stall: float = 0.0  # waited for this lane's prefetch, charged to its next request
 
-    def run(self, wall_time: float | None = None) -> ArmRun:
-        warmup = sum(r.processing_time for r in self.results if r.warmup)
+    def runs(self, wall_time: float | None = None) -> list[ArmRun]:
+        """The cold pass (with warm-ups) and, if any, the steady-state passes."""
         wall = wall_time if wall_time is not None else time.perf_counter() - self.started
-        return ArmRun(
-            self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(self.results),
-            warmup, wall, self.planned,
-        )  # fmt: skip
+        cold = [r for r in self.results if r.pass_no == 1]
+        steady = [r for r in self.results if r.pass_no > 1]
+        out = [
+            ArmRun(
+                self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(cold),
+                sum(r.processing_time for r in cold if r.warmup), wall,
+                self.planned - len(steady) if steady else self.planned,
+            )
+        ]  # fmt: skip
+        if steady:
+            out.append(
+                ArmRun(
+                    self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(steady),
+                    0.0, wall, len(steady), phase="steady",
+                )
+            )  # fmt: skip
+        return out
 
 
 class Benchmark:
@@ -142,24 +181,43 @@ class Benchmark:
         self._unreachable = 0
         self.runs: list[ArmRun] = []  # finished arm runs
         self._lanes: list[_Lane] = []  # arm runs in progress
+        self._aligned: PromptLibrary | None = None
 
     def snapshot(self) -> list[ArmRun]:
         """Every arm run so far, the one(s) in progress included (marked incomplete)."""
-        return self.runs + [lane.run() for lane in self._lanes if lane.results]
+        return self.runs + [run for lane in self._lanes if lane.results for run in lane.runs()]
+
+    def aligned_library(self) -> PromptLibrary:
+        """A library whose layers are padded to this engine's block boundaries."""
+        if self._aligned is None:
+            library = PromptLibrary(self.library.settings)
+            align_to_blocks(
+                library.composer, self.inspector, self.block_size, library.tiers.agents()
+            )
+            self._aligned = library
+        return self._aligned
 
     # -- prompt layouts -------------------------------------------------------------
+    def library_for(self, arm: Arm) -> PromptLibrary:
+        return self.aligned_library() if arm.aligned else self.library
+
     def messages(self, arm: Arm, step: Step) -> list[Message]:
-        prompt = self.library.compose_prompt(agent_type=step.agent_type, **step.prompt_inputs())
+        if arm.layout is Layout.REFERENCE:
+            inputs = step.prompt_inputs()
+            system = reference_prompt(self.library, step.agent_type, **inputs)
+            return [{"role": "system", "content": system}, {"role": "user", "content": step.task}]
+        library = self.library_for(arm)
+        prompt = library.compose_prompt(agent_type=step.agent_type, **step.prompt_inputs())
         if arm.layout is Layout.DYNAMIC_FIRST:
             system = prompt.suffix.strip("\n") + "\n\n" + prompt.prefix
         else:
             system = prompt.text
         return [{"role": "system", "content": system}, {"role": "user", "content": step.task}]
 
-    def warmup_messages(self, agent_type: str) -> list[Message]:
+    def warmup_messages(self, agent_type: str, arm: Arm | None = None) -> list[Message]:
         """The agent's static prefix (and the fixed suffix header), nothing dynamic."""
-        prompt = self.library.compose_prompt(agent_type=agent_type)
-        return [{"role": "system", "content": prompt.text}, {"role": "user", "content": "Ready."}]
+        library = self.library_for(arm) if arm is not None else self.library
+        return warm_messages(library, agent_type)
 
     def multiturn_messages(self, arm: Arm, history: Sequence[Message], turn: str) -> list[Message]:
         common = {
@@ -192,8 +250,10 @@ class Benchmark:
         predict: bool,
         warmup: bool = False,
         session: int = 0,
+        pass_no: int = 1,
     ) -> tuple[RequestResult, str]:
         """Send one request; a failure becomes a failed row. Returns the row and the reply."""
+        stall, lane.stall = (0.0, lane.stall) if warmup else (lane.stall, 0.0)
         profile = self.library.tiers.profile(agent)
         predicted: int | None = 0 if lane.arm.unique_salt and not warmup else None
         started = time.perf_counter()
@@ -221,6 +281,7 @@ class Benchmark:
                 predicted_cached=None, completion_tokens=0, ttft=None,
                 processing_time=time.perf_counter() - started, session=session,
                 success=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                stall=stall, pass_no=pass_no,
             )  # fmt: skip
         else:
             self._unreachable = 0
@@ -233,7 +294,8 @@ class Benchmark:
                 tier=profile.tier.value, warmup=warmup, prompt_tokens=response.prompt_tokens,
                 cached_tokens=response.cached_tokens, predicted_cached=predicted,
                 completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
-                processing_time=response.processing_time, session=session,
+                processing_time=response.processing_time, session=session, stall=stall,
+                pass_no=pass_no,
             )  # fmt: skip
         lane.results.append(result)
         label = "warm-up" if warmup else f"#{index}"
@@ -250,7 +312,7 @@ class Benchmark:
         """Prefill each distinct agent's static prefix once (max_tokens=1) under the lane's salt."""
         for agent in dict.fromkeys(agents):
             await self._request(
-                lane, self.warmup_messages(agent), index=0, agent=agent, max_tokens=1,
+                lane, self.warmup_messages(agent, lane.arm), index=0, agent=agent, max_tokens=1,
                 salt=lane.salt, predict=predict, warmup=True,
             )  # fmt: skip
 
@@ -266,7 +328,7 @@ class Benchmark:
         return lanes
 
     def _finish(self, lanes: Sequence[_Lane]) -> list[ArmRun]:
-        runs = [lane.run() for lane in lanes]
+        runs = [run for lane in lanes for run in lane.runs()]
         self.runs += runs
         self._lanes = []
         return runs
@@ -285,25 +347,90 @@ class Benchmark:
         repeat: int,
         max_tokens: int,
         salt: str,
+        *,
+        passes: int = 1,
+        tool_time: float = 0.0,
     ) -> list[ArmRun]:
-        """All arms over the same steps, interleaved step by step."""
+        """All arms over the same steps, interleaved step by step; ``passes`` times.
+
+        After each step an arm "runs its tools" for ``tool_time`` seconds; an arm with
+        ``prefetch`` prefetches the next step's agent during that time, and any wait for
+        the prefetch beyond it is charged to that arm's next request (``stall``)."""
         warm_agents = len({s.agent_type for s in steps})
+        prefetch_at = set(prefetch_plan(steps))
         lanes = self._lanes_for(
             scenario, arms, repeat, max_tokens, salt,
-            lambda a: len(steps) + (warm_agents if a.warm else 0),
+            lambda a: len(steps) * passes + (warm_agents if a.warm else 0)
+            + (len(prefetch_at) if a.prefetch else 0),
         )  # fmt: skip
         for lane in lanes:
+            lane.library = self.library_for(lane.arm)
+            if lane.arm.prefetch:
+                lane.prefetcher = Prefetcher(self.llm, lane.library, cache_salt=lane.salt)
             if lane.arm.warm:
                 await self._warm_up(lane, [s.agent_type for s in steps], predict=True)
-        for i, step in enumerate(steps, 1):
-            for lane in self._rotation(lanes, i - 1):
-                unique = lane.arm.unique_salt
-                await self._request(
-                    lane, self.messages(lane.arm, step), index=i, agent=step.agent_type,
-                    max_tokens=max_tokens, salt=f"{lane.salt}-{i}" if unique else lane.salt,
-                    predict=not unique,
-                )  # fmt: skip
+        # Arms that reuse nothing (no-reuse, naive) run first, on their own: interleaved,
+        # their uncacheable blocks push the other arms' prefixes out of the KV cache
+        # (measured: a 2 GiB cache lost the orchestrator's prefix by workflow step 20).
+        # The arms that reuse run interleaved after them.
+        alone = [lane for lane in lanes if not lane.arm.reuses]
+        together = [lane for lane in lanes if lane.arm.reuses]
+        for group in [[lane] for lane in alone] + ([together] if together else []):
+            for pass_no in range(1, passes + 1):
+                for i, base_step in enumerate(steps, 1):
+                    step = base_step.for_pass(pass_no)
+                    for lane in self._rotation(group, i - 1):
+                        unique = lane.arm.unique_salt
+                        salt = f"{lane.salt}-p{pass_no}-{i}" if unique else lane.salt
+                        await self._request(
+                            lane, self.messages(lane.arm, step), index=i, agent=step.agent_type,
+                            max_tokens=max_tokens, salt=salt, predict=not unique, pass_no=pass_no,
+                        )  # fmt: skip
+                        following = i if pass_no == 1 and i in prefetch_at else None
+                        await self._tool_time(lane, steps, following, tool_time)
         return self._finish(lanes)
+
+    async def _tool_time(
+        self, lane: _Lane, steps: Sequence[Step], following: int | None, tool_time: float
+    ) -> None:
+        """The pause after a step: the arm's prefetch (if any) runs during it; a prefetch
+        that outlasts it makes the arm wait, and that wait is charged to the arm."""
+        prefetcher = lane.prefetcher
+        started = time.perf_counter()
+        if prefetcher is not None and following is not None:
+            prefetcher.prefetch([steps[following].agent_type])
+        if tool_time > 0:
+            await asyncio.sleep(tool_time)
+        if prefetcher is not None and prefetcher.pending:
+            waited = time.perf_counter()
+            await prefetcher.drain()
+            lane.stall += time.perf_counter() - max(waited, started + tool_time)
+        if prefetcher is not None:
+            self._record_prefetches(lane, prefetcher)
+
+    def _record_prefetches(self, lane: _Lane, prefetcher: Prefetcher) -> None:
+        """Finished prefetches become warm-up rows of the lane (and ticks)."""
+        recorded = {r.agent_type for r in lane.results if r.warmup}
+        for digest, response in prefetcher.done.items():
+            agent = prefetcher.agent_of[digest]
+            if agent in recorded:
+                continue
+            profile = self.library.tiers.profile(agent)
+            lane.results.append(
+                RequestResult(
+                    scenario=lane.scenario, arm=lane.arm.name, repeat=lane.repeat,
+                    max_tokens=1, index=0, agent_type=profile.agent_type,
+                    tier=profile.tier.value, warmup=True, prompt_tokens=response.prompt_tokens,
+                    cached_tokens=response.cached_tokens, predicted_cached=None,
+                    completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+                    processing_time=response.processing_time,
+                )
+            )  # fmt: skip
+            recorded.add(agent)
+            self._on_request(f"{lane.scenario} {lane.arm.name} prefetch {agent}")
+        for error in prefetcher.errors:
+            self._on_request(f"{lane.scenario} {lane.arm.name} prefetch FAILED: {error}")
+        prefetcher.errors.clear()
 
     async def run_multiturn(
         self,
@@ -313,11 +440,16 @@ class Benchmark:
         salt: str,
         turns: int | None = None,
     ) -> list[ArmRun]:
-        """One conversation per arm, interleaved turn by turn; each arm keeps its history."""
+        """One conversation per arm, interleaved turn by turn (arms that reuse nothing on
+        their own first); each arm keeps its history."""
         chosen = MULTITURN_TURNS[:turns]
         lanes = self._lanes_for("multiturn", arms, repeat, max_tokens, salt, lambda a: len(chosen))
-        for i, turn in enumerate(chosen, 1):
-            for lane in self._rotation(lanes, i - 1):
+        together = [lane for lane in lanes if lane.arm.reuses]
+        groups = [[lane] for lane in lanes if not lane.arm.reuses] + (
+            [together] if together else []
+        )
+        for group, (i, turn) in ((g, t) for g in groups for t in enumerate(chosen, 1)):
+            for lane in self._rotation(group, i - 1):
                 unique = lane.arm.unique_salt
                 _, reply = await self._request(
                     lane, self.multiturn_messages(lane.arm, lane.history, turn), index=i,
@@ -355,7 +487,7 @@ class Benchmark:
         started = time.perf_counter()
         await asyncio.gather(*(session(n, steps) for n, steps in enumerate(plan)))
         wall = time.perf_counter() - started
-        run = lane.run(wall_time=wall)
+        [run] = lane.runs(wall_time=wall)
         self.runs.append(run)
         self._lanes = []
         return run
@@ -382,8 +514,9 @@ class Benchmark:
                         assert scenario.steps is not None
                         steps = scenario.steps()
                         await self.run_sequential(
-                            scenario.name, steps, arms, repeat, max_tokens, salt
-                        )
+                            scenario.name, steps, arms, repeat, max_tokens, salt,
+                            passes=settings.passes, tool_time=settings.tool_time,
+                        )  # fmt: skip
                     elif scenario.kind is Kind.MULTITURN:
                         await self.run_multiturn(arms, repeat, max_tokens, salt)
                     else:

@@ -24,6 +24,8 @@ class Layout(StrEnum):
     HISTORY_IN_SYSTEM = "history-in-system"
     #: multi-turn: the system prompt stays fixed; turns are appended as messages.
     APPEND_ONLY = "append-only"
+    #: the guide's reference implementation (see ``prompts/reference.py``).
+    REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,16 @@ class Arm:
     unique_salt: bool = False
     #: each distinct agent's static prefix is prefilled once (max_tokens=1) before task 1
     warm: bool = False
+    #: static layers padded to the engine's block boundaries (``llm/alignment.py``)
+    aligned: bool = False
+    #: the next step's agent prefix is prefetched in the background after each step
+    prefetch: bool = False
+
+    @property
+    def reuses(self) -> bool:
+        """False for the arms whose requests can reuse nothing (a unique salt, or the
+        dynamic text first): they run on their own, not interleaved."""
+        return not self.unique_salt and self.layout is not Layout.DYNAMIC_FIRST
 
 
 NO_REUSE = Arm(
@@ -46,7 +58,13 @@ NO_REUSE = Arm(
     unique_salt=True,
 )
 NAIVE = Arm("naive", Layout.DYNAMIC_FIRST, "dynamic context before the static prompt")
+REFERENCE = Arm("reference", Layout.REFERENCE, "the guide's reference implementation's layout")
 OPTIMIZED = Arm("optimized", Layout.OPTIMIZED, "compose_prompt: static prefix + dynamic suffix")
+ALIGNED = Arm("aligned", Layout.OPTIMIZED, "optimized, layers padded to block ends", aligned=True)
+PREFETCH = Arm(
+    "prefetch", Layout.OPTIMIZED, "aligned, next step's prefix prefetched", aligned=True,
+    prefetch=True,
+)  # fmt: skip
 WARMED = Arm("warmed", Layout.OPTIMIZED, "optimized, agents' prefixes warmed first", warm=True)
 MT_NO_REUSE = Arm(
     "no-reuse", Layout.APPEND_ONLY, "append-only, unique cache_salt per request", unique_salt=True
@@ -58,13 +76,12 @@ APPEND_ONLY = Arm("append-only", Layout.APPEND_ONLY, "fixed system prompt, turns
 
 #: every arm name, in report order
 ARM_NAMES: tuple[str, ...] = (
-    "no-reuse",
-    "naive",
-    "optimized",
-    "warmed",
-    "guide-layout",
-    "append-only",
-)
+    "no-reuse", "naive", "reference", "optimized", "aligned", "prefetch", "warmed",
+    "guide-layout", "append-only",
+)  # fmt: skip
+#: what `prefixcache bench` runs when no --arms are given (prefetch needs --tool-time to
+#: have idle time to fill, so it is asked for by name)
+DEFAULT_ARMS: tuple[str, ...] = tuple(a for a in ARM_NAMES if a != "prefetch")
 
 
 class Kind(StrEnum):
@@ -123,6 +140,21 @@ class Step:
     @property
     def tools(self) -> tuple[str, ...]:
         return TOOLS.get(self.agent_type, DEFAULT_TOOLS)
+
+    def for_pass(self, number: int) -> Step:
+        """The same task as another day's traffic: same agent, another user and session."""
+        if number <= 1:
+            return self
+        user = (
+            USERS[(USERS.index(self.user_name) + number - 1) % len(USERS)]
+            if self.user_name in USERS
+            else self.user_name
+        )
+        return Step(
+            agent_type=self.agent_type, task=self.task,
+            session_id=f"{self.session_id}-day{number}", user_name=user,
+            user_role=self.user_role, recent_context=self.recent_context, params=self.params,
+        )  # fmt: skip
 
     def prompt_inputs(self) -> dict[str, Any]:
         return {
@@ -335,7 +367,7 @@ def concurrent_steps(sessions: int, requests_per_session: int) -> list[list[Step
     return out
 
 
-SEQUENTIAL_ARMS = (NO_REUSE, NAIVE, OPTIMIZED, WARMED)
+SEQUENTIAL_ARMS = (NO_REUSE, NAIVE, REFERENCE, OPTIMIZED, ALIGNED, PREFETCH, WARMED)
 
 SCENARIO_LIST: tuple[Scenario, ...] = (
     Scenario(
@@ -365,7 +397,12 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
         Kind.MULTITURN,
         (MT_NO_REUSE, GUIDE_LAYOUT, APPEND_ONLY),
     ),
-    Scenario("concurrent", "5. Concurrent load", Kind.CONCURRENT, (NO_REUSE, OPTIMIZED, WARMED)),
+    Scenario(
+        "concurrent",
+        "5. Concurrent load",
+        Kind.CONCURRENT,
+        (NO_REUSE, REFERENCE, OPTIMIZED, WARMED),
+    ),
 )
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in SCENARIO_LIST}
 SCENARIO_TITLES: dict[str, str] = {s.name: s.title for s in SCENARIO_LIST}

@@ -36,13 +36,16 @@ class BenchSession:
     sweep: tuple[int, ...] = ()
     sessions: int = 8
     requests_per_session: int = 3
+    passes: int = 1
+    tool_time: float = 0.0
 
     def settings(self) -> BenchSettings:
         extra = {"arms": self.arms} if self.arms else {}
         return BenchSettings(
             scenarios=self.scenarios, repeat=self.repeat, max_tokens=self.max_tokens,
             sweep=self.sweep, sessions=self.sessions,
-            requests_per_session=self.requests_per_session, **extra,  # type: ignore[arg-type]
+            requests_per_session=self.requests_per_session, passes=self.passes,
+            tool_time=self.tool_time, **extra,  # type: ignore[arg-type]
         )  # fmt: skip
 
     def run(self, cfg: ClientSettings, *, device: str) -> bool:
