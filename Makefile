@@ -20,7 +20,7 @@ install: $(STAMP)
 # runs with its own TMPDIR because importing torch creates a folder in the temp dir.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,bench,engine]'
+	$(BIN)/pip install -q -e '.[test,bench,service,engine]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"; \
 	  status=$$?; rm -rf "$$tmp"; exit $$status
@@ -49,11 +49,12 @@ test: lint typecheck pytest
 
 # The main job: the live benchmark on the embedded engine (started and stopped by PID).
 demo: setup
-	$(BIN)/prefixcache bench --scenario all
+	$(BIN)/prefixcache bench --scenario all --passes 2
 
 # The README's table: everything, plus the max_tokens sweep (about 20 minutes on 2 cores).
 bench-full: setup
-	$(BIN)/prefixcache bench --scenario all --sweep 16,32,64,256
+	$(BIN)/prefixcache bench --scenario all --passes 2 --sweep 16,32,64,256
+	$(BIN)/prefixcache bench --scenario workflow --tool-time 1 --arms reference,optimized,aligned,prefetch,warmed
 
 bench-overhead: setup
 	$(BIN)/python benchmarks/bench_overhead.py

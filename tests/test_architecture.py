@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"prompts", "llm"},
     "diagnostics": {"prompts", "llm", "engine"},
     "bench": {"prompts", "llm", "engine"},
-    "cli": {"prompts", "llm", "engine", "diagnostics", "bench"},
+    "service": {"prompts", "llm", "engine", "diagnostics"},
+    "cli": {"prompts", "llm", "engine", "diagnostics", "bench", "service"},
 }
 BASE = {"errors", "settings", "_extras", "_version"}
 LAYERS = set(ALLOWED)

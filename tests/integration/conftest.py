@@ -17,6 +17,8 @@ from prefixcache import PromptLibrary, Settings
 from prefixcache.engine.local import LocalEngine, _alive, free_port
 from prefixcache.settings import VLLMConfig, default_home
 
+from .service_process import ServiceProcess
+
 
 def _temp_entries() -> set[str]:
     return set(os.listdir(tempfile.gettempdir()))
@@ -73,3 +75,25 @@ def block_size(engine: LocalEngine) -> int:
 @pytest.fixture
 def served_model_dir(engine: LocalEngine) -> Path:
     return Path(engine.model_path())
+
+
+@pytest.fixture(scope="session")
+def service(
+    engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """`prefixcache serve` in front of the session's engine, on 127.0.0.1."""
+    proc = ServiceProcess(
+        tmp_path_factory.mktemp("service"), engine.base_url,
+        default_max_tokens=4, rate_limit_per_minute=0,
+    )  # fmt: skip
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+    assert proc.proc is None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop and restart the shared engine run after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)

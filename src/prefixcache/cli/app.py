@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from . import bench as bench_cmd
-from . import diagnose, engine, prompts
+from . import diagnose, engine, prompts, service
 from .common import CliState
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ prompts.register(app)
 engine.register(app)
 diagnose.register(app)
 bench_cmd.register(app)
+service.register(app)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

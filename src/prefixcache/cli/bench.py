@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..bench.scenarios import ARM_NAMES, SCENARIOS
+from ..bench.scenarios import ARM_NAMES, DEFAULT_ARMS, SCENARIOS
 from ..bench.session import BenchSession
 from ..engine.local import free_port
 from .common import BaseUrlOption, console, csv, err_console, handled, state
@@ -32,7 +32,10 @@ def bench(
     ] = None,
     arms: Annotated[
         list[str] | None,
-        typer.Option("--arms", help=f"Arms (comma list): {', '.join(ARM_NAMES)}."),
+        typer.Option(
+            "--arms",
+            help=f"Arms (comma list): {', '.join(ARM_NAMES)} (default: all but prefetch).",
+        ),
     ] = None,
     repeat: Annotated[
         int, typer.Option(min=1, help="Run everything N times (medians and spread reported).")
@@ -45,6 +48,20 @@ def bench(
     requests_per_session: Annotated[
         int, typer.Option(min=1, help="Requests per session (scenario 5).")
     ] = 3,
+    passes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Passes over each sequential scenario: pass 1 is cold, the rest the steady "
+            "state (same agents, other users and sessions).",
+        ),
+    ] = 1,
+    tool_time: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Seconds between a step's answer and the next step (tools running)."
+        ),
+    ] = 0.0,
     base_url: BaseUrlOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Results folder (default results/<timestamp>).")
@@ -60,7 +77,7 @@ def bench(
             f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}, all",
             param_hint="--scenario",
         )
-    chosen_arms = csv(arms) or list(ARM_NAMES)
+    chosen_arms = csv(arms) or list(DEFAULT_ARMS)
     bad_arms = [a for a in chosen_arms if a not in ARM_NAMES]
     if bad_arms:
         raise typer.BadParameter(
@@ -79,7 +96,7 @@ def bench(
         library=cli.library,
         scenarios=tuple(scenarios), arms=tuple(chosen_arms), repeat=repeat,
         max_tokens=max_tokens, sweep=sweep_counts, sessions=sessions,
-        requests_per_session=requests_per_session,
+        requests_per_session=requests_per_session, passes=passes, tool_time=tool_time,
         out=out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"),
         command="prefixcache " + " ".join(sys.argv[1:]) if "bench" in sys.argv else "prefixcache bench",
         console=console, progress_console=err_console,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,63 @@ class LLMInterface:
             )
         return response
 
+    async def stream_completion(
+        self,
+        messages: Sequence[Message],
+        model: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        cache_salt: str | None = None,
+        *,
+        agent_type: str | None = None,
+        base_prompt_key: str | None = None,
+        **params: Any,
+    ) -> AsyncIterator[str | LLMResponse]:
+        """vLLM only: the reply's text deltas as they arrive, then the ``LLMResponse``
+        (recorded like ``chat_completion``'s). Not retried: a stream that has begun cannot
+        be replayed. The total deadline is ``request_timeout_s``."""
+        validate_messages(messages)
+        request = LLMRequest(
+            messages=list(messages), model=model, max_tokens=max_tokens,
+            temperature=temperature, cache_salt=cache_salt, params=params,
+            agent_type=agent_type, base_prompt_key=base_prompt_key,
+        )  # fmt: skip
+        validate_request(request)
+        if not self.vllm_enabled:
+            raise ConfigError(
+                "llm.vllm.enabled is false in the config: set it to true to use provider='vllm'."
+            )
+        provider = self.providers["vllm"]
+        if not isinstance(provider, VLLMProvider):
+            raise PrefixCacheError("streaming needs the vLLM provider")
+        deadline = time.monotonic() + self.timeout_s
+        async with self._client() as http:
+            try:
+                async for event in provider.events(http, request, deadline):
+                    if isinstance(event, LLMResponse):
+                        logger.debug(describe_cache(event))
+                        if self.recorder is not None:
+                            self.recorder.record(
+                                event, agent_type=agent_type, base_prompt_key=base_prompt_key
+                            )
+                    yield event
+            except _Retryable as exc:
+                raise self._final_error(provider, exc) from exc
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise self._final_error(provider, exc) from exc
+            except httpx.TimeoutException as exc:
+                raise ProviderTimeoutError(
+                    f"The vLLM server at {provider.base_url} did not answer within "
+                    f"{self.timeout_s:g} s.",
+                    url=provider.base_url,
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise ProviderUnavailableError(
+                    f"The stream from {provider.base_url} broke off ({type(exc).__name__}); "
+                    "the reply is incomplete.",
+                    url=provider.base_url,
+                ) from exc
+
     async def _send(self, provider: Provider, request: LLMRequest) -> LLMResponse:
         attempt = 0
         while True:
@@ -168,6 +226,12 @@ class LLMInterface:
                     f"The {provider.name} server at {provider.base_url} did not answer within "
                     f"{self.timeout_s:.0f} s. Raise llm.vllm.request_timeout_s, lower max_tokens, "
                     "or check the server's load.",
+                    url=provider.base_url,
+                ) from exc
+            except httpx.TransportError as exc:  # the connection broke mid-request
+                raise ProviderUnavailableError(
+                    f"The connection to the {provider.name} server at {provider.base_url} broke "
+                    f"off mid-request ({type(exc).__name__}); it stopped or restarted.",
                     url=provider.base_url,
                 ) from exc
             except httpx.HTTPError as exc:

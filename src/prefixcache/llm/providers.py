@@ -11,13 +11,18 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
-from ..errors import PromptTooLongError, ProviderProtocolError, ProviderRequestError
+from ..errors import (
+    PromptTooLongError,
+    ProviderProtocolError,
+    ProviderRequestError,
+    ProviderTimeoutError,
+)
 from .models import LLMRequest, LLMResponse, ResponseMetadata, Usage, hit_rate
 from .validation import count, encode_body
 
@@ -157,6 +162,20 @@ class VLLMProvider:
         return body
 
     async def complete(self, http: httpx.AsyncClient, request: LLMRequest) -> LLMResponse:
+        response: LLMResponse | None = None
+        async for event in self.events(http, request):
+            if isinstance(event, LLMResponse):
+                response = event
+        assert response is not None
+        return response
+
+    async def events(
+        self, http: httpx.AsyncClient, request: LLMRequest, deadline: float | None = None
+    ) -> AsyncIterator[str | LLMResponse]:
+        """The reply's text deltas as they arrive, then the ``LLMResponse``.
+
+        ``deadline`` (a ``time.monotonic()`` value) ends a stream that is still running
+        then with ``ProviderTimeoutError``, also while the server sends only keep-alives."""
         url = f"{self.base_url}/v1/chat/completions"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = self.body(request)
@@ -167,8 +186,18 @@ class VLLMProvider:
         async with http.stream("POST", url, content=payload, headers=headers) as response:
             await _check_status(response, self.base_url, str(body["model"]))
             async for line in response.aiter_lines():
-                if stream.feed(line, time.perf_counter() - started, self.base_url):
+                seen = len(stream.parts)
+                done = stream.feed(line, time.perf_counter() - started, self.base_url)
+                for delta in stream.parts[seen:]:
+                    yield delta
+                if done:
                     break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ProviderTimeoutError(
+                        f"The vLLM server at {self.base_url} did not finish the stream before "
+                        "the deadline (llm.vllm.request_timeout_s).",
+                        url=self.base_url,
+                    )
         elapsed = time.perf_counter() - started
         if stream.usage is None:
             raise ProviderRequestError(
@@ -194,7 +223,7 @@ class VLLMProvider:
                 CacheReportingWarning,
                 stacklevel=4,
             )
-        return _response(
+        yield _response(
             content="".join(stream.parts),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,

@@ -1,0 +1,145 @@
+"""``prefixcache serve`` and ``prefixcache keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..errors import PrefixCacheError
+from .common import csv, err_console, handled, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(handled(serve))
+    keys_app = typer.Typer(help="API keys of the service.", no_args_is_help=True)
+    app.add_typer(keys_app, name="keys")
+    keys_app.command("create")(handled(keys_create))
+    keys_app.command("list")(handled(keys_list))
+    keys_app.command("revoke")(handled(keys_revoke))
+
+
+def _require_service() -> None:
+    from .._extras import require
+
+    require("service", "prefixcache serve")
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Address (default: service.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: service.port).")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="The vLLM server (default: llm.vllm).")
+    ] = None,
+) -> None:
+    """Run the service: /chat, /tasks, the OpenAI-compatible /v1 gateway, /sessions,
+    /stats, /metrics, /health, /ready; OpenAPI docs at /docs."""
+    _require_service()
+    import uvicorn
+
+    from ..service.app import create_app
+    from ..service.migrate import upgrade_database
+
+    cli = state(ctx)
+    settings = cli.settings
+    if base_url:
+        llm = settings.llm.model_copy(update={"vllm": cli.vllm(base_url)})
+        settings = settings.model_copy(update={"llm": llm})
+    service = settings.service
+    url = service.resolved_database_url()
+    upgrade_database(url)
+    err_console.print(f"database: {url}")
+    err_console.print(f"vLLM: {settings.llm.vllm.url}   isolation: {service.cache_isolation}")
+    uvicorn.run(
+        create_app(settings),
+        host=host or service.host,
+        port=port or service.port,
+        log_level="info",
+        access_log=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+T = TypeVar("T")
+
+
+async def _with_db(ctx: typer.Context, action: Callable[[Any], Awaitable[T]]) -> T:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..service.db import create_engine, session_factory
+    from ..service.migrate import upgrade_database
+
+    url = state(ctx).settings.service.resolved_database_url()
+    try:
+        await asyncio.to_thread(upgrade_database, url)
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as db:
+                return await action(db)
+        finally:
+            await engine.dispose()
+    except SQLAlchemyError as exc:
+        raise PrefixCacheError(
+            f"The service database at {url} failed: {str(exc).splitlines()[0]}. Check "
+            "service.database_url and that the file or server is writable."
+        ) from exc
+
+
+def keys_create(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="The tenant (an organisation or team).")],
+    user: Annotated[str, typer.Option(help="The user within the tenant.")],
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(help="Tools this user may use (comma list; default: every agent tool)."),
+    ] = None,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    _require_service()
+    from ..service.auth import check_name, create_key
+
+    try:
+        check_name("tenant", tenant)
+        check_name("user", user)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    allowed = csv(tools) if tools else None
+    key = asyncio.run(_with_db(ctx, lambda db: create_key(db, tenant, user, allowed)))
+    typer.echo(key)
+    err_console.print(
+        f"created a key for {tenant}/{user}; it is shown only now: keep it secret, send it as "
+        "'Authorization: Bearer <key>'"
+    )
+
+
+def keys_list(ctx: typer.Context) -> None:
+    """Key ids, owners and states (never the keys)."""
+    _require_service()
+    from ..service.auth import list_keys
+
+    for row in asyncio.run(_with_db(ctx, list_keys)):
+        status = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+        tools = ",".join(row.tools) if row.tools is not None else "*"
+        typer.echo(
+            f"{row.id}\t{row.user_id}\t{status}\ttools={tools}\tcreated {row.created_at:%Y-%m-%d}"
+        )
+
+
+def keys_revoke(
+    ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The key's id (keys list).")]
+) -> None:
+    """Revoke a key: it stops working at once."""
+    _require_service()
+    from ..service.auth import revoke_key
+
+    if not asyncio.run(_with_db(ctx, lambda db: revoke_key(db, key_id))):
+        err_console.print(f"error: no active key {key_id!r}")
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")

@@ -1,0 +1,147 @@
+"""``create_app(settings)``: the FastAPI application, its middleware and error handlers.
+
+Every fault the service knows answers with its own status and a message naming the
+problem and the fix (``errors.to_http``); anything else answers 500 with a request id,
+and the same id is in the log with the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._version import __version__
+from ..errors import PrefixCacheError
+from ..settings import Settings
+from .api import router
+from .errors import to_http
+from .migrate import upgrade_database
+from .state import ServiceState, build_state
+
+logger = logging.getLogger("prefixcache.service")
+
+
+def _error(
+    status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "request_id": request_id}},
+        status_code=status,
+        headers={**(headers or {}), "X-Request-Id": request_id},
+    )
+
+
+class BodyLimit:
+    """413 for a body over ``limit`` bytes, whether it declares its length or streams."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(scope, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._reject(scope, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        response = _error(
+            413, "payload_too_large",
+            f"The request body is over {self.limit} bytes (service.max_body_bytes).",
+            uuid.uuid4().hex[:16],
+        )  # fmt: skip
+        await response({"type": "http", **scope}, _empty_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI:
+    """The service for these settings (the state is built at startup unless given)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = state or build_state(settings)
+        upgrade_database(settings.service.resolved_database_url())
+        await service.llm.__aenter__()
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await service.close()
+
+    app = FastAPI(
+        title="prefixcache",
+        version=__version__,
+        description="Cache-stable agent prompts on vLLM: the guide's chat and task endpoints, "
+        "an OpenAI-compatible gateway, per-tenant cache isolation, measured cache figures.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(PrefixCacheError)
+    async def known(request: Request, exc: PrefixCacheError) -> JSONResponse:
+        status, code, headers = to_http(exc)
+        rid = getattr(request.state, "request_id", uuid.uuid4().hex[:16])
+        if status >= 500:
+            logger.error("request %s: %s: %s", rid, code, exc)
+        return _error(status, code, str(exc), rid, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        rid = getattr(request.state, "request_id", uuid.uuid4().hex[:16])
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
+        )
+        return _error(422, "invalid_request", f"Invalid request: {problems}", rid)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", uuid.uuid4().hex[:16])
+        logger.exception("request %s failed unexpectedly", rid)
+        return _error(
+            500, "internal_error",
+            f"An unexpected error; it is in the service log under request id {rid}.", rid,
+        )  # fmt: skip
+
+    app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
+    return app

@@ -1,0 +1,465 @@
+"""The guide's chat endpoint and task execution, with sessions in the database.
+
+A turn is never lost and never half-written: the user's turn is committed (``pending``)
+before the LLM call; the reply is committed after it, and the user's turn marked
+``complete``; a failed call marks the user's turn ``failed`` with the error; a stream
+cut short (the client gone, the engine dead) keeps what was received as an
+``incomplete`` assistant turn. Only ``complete`` exchanges go into later prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..errors import PrefixCacheError, PromptTooLongError
+from ..llm.models import LLMResponse, Message, hit_rate
+from ..prompts.tiers import normalize_agent_name
+from .auth import Principal
+from .db import (
+    CacheRecord,
+    ChatSession,
+    Task,
+    TaskStatus,
+    TurnStatus,
+    new_id,
+    utcnow,
+)
+from .db import (
+    Message as MessageRow,
+)
+from .errors import NotFound, PayloadTooLarge, Unprocessable, to_http
+from .protocol import CacheFigures, ChatRequest, ChatResponse, TaskRequest, TaskResponse
+from .state import ServiceState
+
+
+def figures(response: LLMResponse) -> CacheFigures:
+    return CacheFigures(
+        prompt_tokens=response.prompt_tokens,
+        cached_tokens=response.cached_tokens,
+        hit_rate=response.cache_hit_rate,
+        ttft=response.ttft,
+        processing_time=response.processing_time,
+    )
+
+
+@dataclass
+class Prepared:
+    """A chat turn ready to send: the session, the messages, the agent."""
+
+    session: ChatSession
+    agent: str
+    tier: str
+    messages: list[Message]
+    user_turn_id: int
+    salt: str | None
+    max_tokens: int
+
+
+class Conversations:
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.service = state.settings.service
+
+    # -- building blocks --------------------------------------------------------------
+    def agent_for(self, requested: str | None) -> tuple[str, str]:
+        """The (normalised agent name, tier) to use; 422 for an unknown one in strict mode."""
+        name = normalize_agent_name(requested or self.service.default_agent)
+        tiers = self.state.library.tiers
+        if self.service.strict_agents and name not in tiers.agents():
+            close = [a for a in tiers.agents() if a.split("-")[0] == name.split("-")[0]][:3]
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise Unprocessable(
+                f"Unknown agent_type {requested!r}.{hint} Known agents: GET /agents, or add it "
+                "under agents.tiers in the config."
+            )
+        return name, tiers.profile(name).tier.value
+
+    def tools_for(
+        self, principal: Principal, agent: str, requested: Sequence[str] | None
+    ) -> list[str]:
+        """The agent's tools (or the task's required tools), filtered by the key's
+        permissions: the guide's ``get_user_tools(user_id)``."""
+        wanted = list(requested) if requested is not None else list(
+            self.service.agent_tools.get(agent, self.service.default_tools)
+        )  # fmt: skip
+        if principal.tools is None:
+            return wanted
+        allowed = set(principal.tools)
+        return [t for t in wanted if t in allowed]
+
+    def check_size(self, text: str, what: str) -> None:
+        limit = self.service.max_message_chars
+        if len(text) > limit:
+            raise PayloadTooLarge(
+                f"{what} has {len(text)} characters; the limit is {limit} "
+                "(service.max_message_chars). Shorten it or split the work."
+            )
+
+    async def check_context(
+        self, messages: list[Message], max_tokens: int, prefix: str | None = None
+    ) -> None:
+        """413 before sending when prompt + max_tokens cannot fit the model's context.
+
+        The bound: the static prefix's tokens (counted once per prefix with the server's
+        /tokenize, then remembered) plus every other character (a token is at least one
+        character). Only when that bound does not fit are the messages tokenized exactly."""
+        limit = self.state.settings.llm.vllm.max_model_len
+        chars = sum(len(str(m.get("content", ""))) for m in messages) + 16 * len(messages)
+        if chars + max_tokens <= limit:
+            return
+        if prefix is not None:
+            known = await self._tokens_of_prefix(prefix)
+            if known + (chars - len(prefix)) + max_tokens <= limit:
+                return
+        tokens = await asyncio.to_thread(self._count, messages)
+        if tokens + max_tokens > limit:
+            raise PromptTooLongError(
+                f"The prompt has {tokens} tokens and max_tokens is {max_tokens}: "
+                f"{tokens + max_tokens} > the model's context of {limit} tokens. Start a new "
+                "session, shorten the message, or ask for fewer tokens.",
+                status=413,
+                prompt_tokens=tokens,
+                max_context=limit,
+            )
+
+    def _count(self, messages: list[Message]) -> int:
+        from ..llm.inspector import EngineInspector
+
+        cfg = self.state.settings.llm.vllm
+        with EngineInspector(cfg.url, cfg.model_name(), cfg.api_key, timeout=30) as inspector:
+            return len(inspector.tokenize_messages(messages))
+
+    async def _tokens_of_prefix(self, prefix: str) -> int:
+        cache = self.state.prefix_tokens
+        if prefix not in cache:
+            cache[prefix] = await asyncio.to_thread(
+                self._count, [{"role": "system", "content": prefix}]
+            )
+        return cache[prefix]
+
+    async def _session(
+        self, db: AsyncSession, principal: Principal, session_id: str | None, agent: str
+    ) -> ChatSession:
+        if session_id is not None:
+            found = await db.get(ChatSession, session_id)
+            if found is not None:
+                if found.user_id != principal.user_id:
+                    raise NotFound(f"No session {session_id!r} for this API key.")
+                return found
+        session = ChatSession(
+            id=session_id or new_id("s"), user_id=principal.user_id,
+            tenant_id=principal.tenant, agent_type=agent,
+        )  # fmt: skip
+        db.add(session)
+        return session
+
+    async def _history(self, db: AsyncSession, session_id: str) -> list[MessageRow]:
+        """Complete exchanges only: a failed or incomplete turn is kept, not replayed."""
+        rows = list(
+            (
+                await db.execute(
+                    select(MessageRow)
+                    .where(MessageRow.session_id == session_id)
+                    .order_by(MessageRow.id)
+                )
+            ).scalars()
+        )
+        out: list[MessageRow] = []
+        for user, reply in itertools.pairwise(rows):
+            if (
+                user.role == "user" and reply.role == "assistant"
+                and user.status == TurnStatus.COMPLETE and reply.status == TurnStatus.COMPLETE
+            ):  # fmt: skip
+                out += [user, reply]
+        return out[-self.service.history_max_messages :]
+
+    def _messages(
+        self, principal: Principal, session: ChatSession, agent: str, request: ChatRequest,
+        history: list[MessageRow], tools: list[str],
+    ) -> list[Message]:  # fmt: skip
+        library = self.state.library
+        common: dict[str, Any] = {
+            "agent_type": agent,
+            "session_id": session.id,
+            "user_name": principal.user,
+            "available_tools": tools,
+            "additional_params": request.additional_params,
+        }
+        if self.service.history_layout == "system":  # the guide's last exchanges in the prompt
+            recent = (
+                [f"{m.role}: {m.content}" for m in history[-2 * self.service.history_exchanges :]]
+                if self.service.history_exchanges
+                else []
+            )
+            system = library.compose_prompt(recent_context=recent or None, **common).text
+            return [
+                {"role": "system", "content": system},
+                {"role": "user", "content": request.message},
+            ]
+        system = library.compose_prompt(**common).text
+        return [
+            {"role": "system", "content": system},
+            *({"role": m.role, "content": m.content} for m in history),
+            {"role": "user", "content": request.message},
+        ]
+
+    async def record(
+        self, principal: Principal, endpoint: str, agent: str, tier: str,
+        response: LLMResponse, messages: Sequence[Message] | None = None,
+    ) -> None:  # fmt: skip
+        prompt = json.dumps(list(messages), ensure_ascii=False) if (
+            messages is not None and self.service.record_prompts
+        ) else None  # fmt: skip
+        async with self.state.sessions() as db:
+            db.add(
+                CacheRecord(
+                    tenant_id=principal.tenant, user_id=principal.user_id, endpoint=endpoint,
+                    agent_type=agent, tier=tier, model=response.served_model,
+                    prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
+                    ttft=response.ttft, processing_time=response.processing_time, prompt=prompt,
+                )
+            )  # fmt: skip
+            await db.commit()
+
+    # -- /chat --------------------------------------------------------------------------
+    async def prepare(self, principal: Principal, request: ChatRequest) -> Prepared:
+        self.check_size(request.message, "message")
+        agent, tier = self.agent_for(request.agent_type)
+        tools = self.tools_for(principal, agent, None)
+        max_tokens = request.max_tokens or self.service.default_max_tokens
+        async with self.state.sessions() as db:
+            session = await self._session(db, principal, request.session_id, agent)
+            history = await self._history(db, session.id)
+            messages = self._messages(principal, session, agent, request, history, tools)
+            turn = MessageRow(
+                session_id=session.id, role="user", content=request.message,
+                status=TurnStatus.PENDING,
+            )  # fmt: skip
+            db.add(turn)
+            session.updated_at = utcnow()
+            await db.commit()  # the user's turn is kept before the LLM is asked
+        prepared = Prepared(
+            session, agent, tier, messages, turn.id, self.state.salt_for(principal), max_tokens
+        )
+        try:
+            await self.check_context(messages, max_tokens, self._prefix_of(agent))
+        except BaseException as exc:
+            await asyncio.shield(self._failed(prepared, exc))
+            raise
+        return prepared
+
+    def _prefix_of(self, agent: str) -> str:
+        return self.state.library.compose_prompt(agent_type=agent).prefix
+
+    async def _finish_turn(
+        self,
+        prepared: Prepared,
+        *,
+        user_status: TurnStatus,
+        reply: str | None = None,
+        reply_status: TurnStatus = TurnStatus.COMPLETE,
+        response: LLMResponse | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Mark the user's turn and write the assistant's (if any), in one commit."""
+        async with self.state.sessions() as db:
+            turn = await db.get(MessageRow, prepared.user_turn_id)
+            assert turn is not None
+            turn.status = user_status
+            if user_status is TurnStatus.FAILED:
+                turn.error = error
+            if response is not None:
+                turn.prompt_tokens = response.prompt_tokens
+                turn.cached_tokens = response.cached_tokens
+                turn.ttft = response.ttft
+            if reply is not None:
+                db.add(
+                    MessageRow(
+                        session_id=prepared.session.id, role="assistant", content=reply,
+                        status=reply_status,
+                        error=error if reply_status is not TurnStatus.COMPLETE else None,
+                        prompt_tokens=response.prompt_tokens if response else None,
+                        cached_tokens=response.cached_tokens if response else None,
+                        ttft=response.ttft if response else None,
+                    )
+                )  # fmt: skip
+            await db.commit()
+
+    async def _completed(self, prepared: Prepared, response: LLMResponse) -> None:
+        await self._finish_turn(
+            prepared, user_status=TurnStatus.COMPLETE, reply=response.content, response=response
+        )
+
+    async def _failed(self, prepared: Prepared, exc: BaseException) -> None:
+        await self._finish_turn(prepared, user_status=TurnStatus.FAILED, error=_describe(exc))
+
+    async def _cut(self, prepared: Prepared, partial: str, error: str) -> None:
+        """A stream that ended early: the reply so far, marked incomplete."""
+        await self._finish_turn(
+            prepared, user_status=TurnStatus.COMPLETE, reply=partial,
+            reply_status=TurnStatus.INCOMPLETE, error=error,
+        )  # fmt: skip
+
+    async def chat(self, principal: Principal, request: ChatRequest) -> ChatResponse:
+        prepared = await self.prepare(principal, request)
+        try:
+            response = await self.state.llm.chat_completion(
+                prepared.messages, max_tokens=prepared.max_tokens,
+                temperature=request.temperature, cache_salt=prepared.salt,
+                agent_type=prepared.agent,
+            )  # fmt: skip
+        except BaseException as exc:
+            await asyncio.shield(self._failed(prepared, exc))
+            raise
+        await self._completed(prepared, response)
+        self.state.later(self.record(principal, "chat", prepared.agent, prepared.tier, response))
+        return ChatResponse(
+            reply=response.content, session_id=prepared.session.id, agent_type=prepared.agent,
+            tier=prepared.tier, finish_reason=response.finish_reason, cache=figures(response),
+        )  # fmt: skip
+
+    async def chat_stream(
+        self, principal: Principal, request: ChatRequest, prepared: Prepared
+    ) -> AsyncIterator[str]:
+        """Server-sent events: ``start``, ``token`` (deltas), then ``done`` with the cache
+        figures, or ``error``. A client gone mid-stream leaves an ``incomplete`` turn."""
+        parts: list[str] = []
+        finished = False
+        yield _sse("start", {"session_id": prepared.session.id, "agent_type": prepared.agent})
+        try:
+            async for event in self.state.llm.stream_completion(
+                prepared.messages, max_tokens=prepared.max_tokens,
+                temperature=request.temperature, cache_salt=prepared.salt,
+                agent_type=prepared.agent,
+            ):  # fmt: skip
+                if isinstance(event, LLMResponse):
+                    finished = True
+                    await asyncio.shield(self._completed(prepared, event))
+                    self.state.later(
+                        self.record(principal, "chat", prepared.agent, prepared.tier, event)
+                    )
+                    yield _sse("done", {
+                        "session_id": prepared.session.id, "finish_reason": event.finish_reason,
+                        "cache": figures(event).model_dump(),
+                    })  # fmt: skip
+                else:
+                    parts.append(event)
+                    yield _sse("token", {"delta": event})
+        except PrefixCacheError as exc:
+            finished = True
+            if parts:
+                await self._cut(prepared, "".join(parts), _describe(exc))
+            else:
+                await self._failed(prepared, exc)
+            status, code, _ = to_http(exc)
+            yield _sse("error", {"status": status, "code": code, "message": str(exc)})
+        finally:
+            if not finished:  # the client went away (or the task was cancelled)
+                await asyncio.shield(
+                    self._cut(
+                        prepared, "".join(parts),
+                        "the client disconnected before the reply was complete",
+                    )
+                )  # fmt: skip
+
+    # -- /tasks -----------------------------------------------------------------------
+    async def run_task(self, principal: Principal, request: TaskRequest) -> TaskResponse:
+        self.check_size(request.description, "description")
+        agent, tier = self.agent_for(request.agent_type)
+        tools = self.tools_for(principal, agent, request.required_tools)
+        max_tokens = request.max_tokens or self.service.default_max_tokens
+        async with self.state.sessions() as db:
+            previous: Task | None = None
+            if request.previous_task_id is not None:
+                previous = await db.get(Task, request.previous_task_id)
+                if previous is None or previous.user_id != principal.user_id:
+                    raise NotFound(f"No task {request.previous_task_id!r} for this API key.")
+            session_id = request.session_id or (previous.session_id if previous else None)
+            session = await self._session(db, principal, session_id, agent)
+            task = Task(
+                id=new_id("t"), user_id=principal.user_id, session_id=session.id,
+                agent_type=agent, description=request.description,
+                required_tools=request.required_tools, priority=request.priority,
+                deadline=request.deadline, previous_task_id=request.previous_task_id,
+                status=TaskStatus.RUNNING,
+            )  # fmt: skip
+            db.add(task)
+            await db.commit()
+            # the guide's execute_task: the previous result as recent context, priority and
+            # deadline as additional parameters
+            recent = f"Previous task: {previous.result}" if previous and previous.result else None
+            system = self.state.library.compose_prompt(
+                agent_type=agent, session_id=session.id, user_name=principal.user,
+                available_tools=tools, recent_context=recent,
+                additional_params={"task_priority": request.priority, "task_deadline": request.deadline},
+            ).text  # fmt: skip
+            messages: list[Message] = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": request.description},
+            ]
+        try:
+            await self.check_context(messages, max_tokens, self._prefix_of(agent))
+            response = await self.state.llm.chat_completion(
+                messages, max_tokens=max_tokens, cache_salt=self.state.salt_for(principal),
+                agent_type=agent,
+            )  # fmt: skip
+        except BaseException as exc:
+            await asyncio.shield(self._finish_task(task.id, None, _describe(exc)))
+            raise
+        await self._finish_task(task.id, response, None)
+        self.state.later(self.record(principal, "tasks", agent, tier, response))
+        return await self.get_task(principal, task.id)
+
+    async def _finish_task(
+        self, task_id: str, response: LLMResponse | None, error: str | None
+    ) -> None:
+        async with self.state.sessions() as db:
+            task = await db.get(Task, task_id)
+            assert task is not None
+            task.finished_at = utcnow()
+            if response is None:
+                task.status, task.error = TaskStatus.FAILED, error
+            else:
+                task.status, task.result = TaskStatus.COMPLETED, response.content
+                task.prompt_tokens = response.prompt_tokens
+                task.cached_tokens = response.cached_tokens
+                task.ttft = response.ttft
+            await db.commit()
+
+    async def get_task(self, principal: Principal, task_id: str) -> TaskResponse:
+        async with self.state.sessions() as db:
+            task = await db.get(Task, task_id)
+            if task is None or task.user_id != principal.user_id:
+                raise NotFound(f"No task {task_id!r} for this API key.")
+            cache = None
+            if task.prompt_tokens is not None:
+                cache = CacheFigures(
+                    prompt_tokens=task.prompt_tokens, cached_tokens=task.cached_tokens,
+                    hit_rate=hit_rate(task.cached_tokens, task.prompt_tokens), ttft=task.ttft,
+                )  # fmt: skip
+            return TaskResponse(
+                id=task.id, session_id=task.session_id, agent_type=task.agent_type,
+                status=task.status, description=task.description, result=task.result,
+                error=task.error, priority=task.priority, deadline=task.deadline,
+                previous_task_id=task.previous_task_id, cache=cache,
+                created_at=task.created_at, finished_at=task.finished_at,
+            )  # fmt: skip
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "the request was cancelled (client gone or service stopping)"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:1000]

@@ -1,0 +1,88 @@
+"""What every request handler needs, built once at startup and injected (FastAPI
+dependencies), never imported as globals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ..llm.interface import LLMInterface
+from ..llm.metrics import CacheMetricsRecorder
+from ..prompts.library import PromptLibrary
+from ..settings import Settings
+from .auth import Principal
+from .db import create_engine, session_factory, sqlite_path
+from .isolation import cache_salt, load_or_create_secret
+from .ratelimit import RateLimiter
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    library: PromptLibrary
+    llm: LLMInterface
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    secret: str
+    limiter: RateLimiter
+    recorder: CacheMetricsRecorder
+    http: httpx.AsyncClient  # the gateway's client to vLLM
+    #: tokens of each static prefix, counted once with the server's /tokenize
+    prefix_tokens: dict[str, int] = field(default_factory=dict)
+    #: verified keys -> (principal, expiry): a revoked key stops working within AUTH_TTL_S
+    auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
+    #: cache records being written after their response went out
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` after the response (a record of figures); kept until done."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    @property
+    def vllm_url(self) -> str:
+        return self.settings.llm.vllm.url
+
+    def salt_for(self, principal: Principal) -> str | None:
+        return cache_salt(self.secret, principal, self.settings.service.cache_isolation)
+
+    async def close(self) -> None:
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
+        await self.llm.__aexit__()
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def build_state(settings: Settings) -> ServiceState:
+    service = settings.service
+    url = service.resolved_database_url()
+    secret = service.secret
+    if secret is None:
+        db_file = sqlite_path(url)
+        folder = db_file.parent if db_file is not None else Path.home() / ".cache" / "prefixcache"
+        secret = load_or_create_secret(folder / "service.secret")
+    library = PromptLibrary(settings)
+    recorder = CacheMetricsRecorder(library.tiers)
+    cfg = settings.llm.vllm
+    llm = LLMInterface(cfg.client(), recorder=recorder, ollama=settings.llm.ollama)
+    engine = create_engine(url)
+    timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
+    return ServiceState(
+        settings=settings,
+        library=library,
+        llm=llm,
+        engine=engine,
+        sessions=session_factory(engine),
+        secret=secret,
+        limiter=RateLimiter(service.rate_limit_per_minute),
+        recorder=recorder,
+        http=httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256)),
+    )

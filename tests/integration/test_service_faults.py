@@ -1,0 +1,66 @@
+"""The engine stopped under the running service, then started again: 503s (not 500s,
+not hangs) while it is down, turns kept and marked failed, and service without a restart
+once it is back. Stops the shared engine, so it runs after every other test."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import httpx
+import pytest
+
+from prefixcache import LocalEngine
+
+from .service_process import ServiceProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
+
+
+def test_engine_stopped_mid_run_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
+    key = service.key("faults", "u")
+    headers = {"Authorization": f"Bearer {key}"}
+    codes: list[int] = []
+
+    async def client(number: int) -> None:
+        async with httpx.AsyncClient(timeout=120) as http:
+            for turn in range(6):
+                answer = await http.post(f"{service.url}/chat", headers=headers, json={
+                    "message": f"turn {turn}", "session_id": f"fault-{number}", "max_tokens": 24,
+                })  # fmt: skip
+                codes.append(answer.status_code)
+                if answer.status_code == 503:
+                    assert answer.headers["retry-after"] == "5"
+                    assert answer.json()["error"]["code"] == "llm_unavailable"
+
+    async def run() -> None:
+        load = asyncio.gather(*(client(n) for n in range(4)))
+        while len(codes) < 4:  # some turns answered, others in flight
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(engine.stop)
+        await load
+
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(run(), timeout=240))
+    assert set(codes) <= {200, 503}, codes  # never a 500, never a hang
+    assert 503 in codes and codes.count(200) >= 4
+    with sqlite3.connect(service.db) as db:
+        failed = db.execute(
+            "select count(*) from messages where status = 'failed' and session_id like 'fault-%'"
+        ).fetchone()[0]
+    assert failed == codes.count(503)  # every refused turn is kept, marked failed
+    down = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, timeout=60,
+                      json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1})  # fmt: skip
+    assert down.status_code == 503
+    assert httpx.get(f"{service.url}/ready").status_code == 503
+
+    engine.start()  # the same port: the service is not restarted
+    again = httpx.post(f"{service.url}/chat", headers=headers, timeout=120,
+                       json={"message": "back?", "session_id": "fault-0", "max_tokens": 2})  # fmt: skip
+    assert again.status_code == 200, again.text
+    assert httpx.get(f"{service.url}/ready").status_code == 200
+    print(
+        f"\nfaults: {codes.count(200)} answered, {codes.count(503)} x 503 while down, "
+        f"recovered without a service restart ({time.monotonic() - started:.0f} s)"
+    )

@@ -1,0 +1,229 @@
+"""The service without an engine: a real SQLite database, the real app in process
+(Starlette's TestClient), and vLLM down (a closed loopback port). The live suite covers
+the service against the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from prefixcache import load_settings
+from prefixcache.service.app import create_app
+from prefixcache.service.auth import Principal, authenticate, create_key, revoke_key
+from prefixcache.service.db import Message, create_engine, session_factory
+from prefixcache.service.isolation import cache_salt, load_or_create_secret
+from prefixcache.service.migrate import upgrade_database
+from prefixcache.service.ratelimit import RateLimiter
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
+
+
+def write_config(tmp_path: Path, **service: object) -> Path:
+    lines = [
+        "llm:",
+        "  vllm:",
+        f"    base_url: http://127.0.0.1:{closed_port()}",
+        "    max_retries: 0",
+        "    max_model_len: 8192",
+        "service:",
+        f"  database_url: sqlite+aiosqlite:///{tmp_path / 'svc.db'}",
+        "  secret: unit-test-secret-0123456789abcdef0123456789",
+    ]
+    lines += [f"  {k}: {v}" for k, v in service.items()]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_key(url: str, tenant: str, user: str, tools: list[str] | None = None) -> str:
+    async def go() -> str:
+        upgrade_database(url)
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as db:
+                return await create_key(db, tenant, user, tools)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], str]]:
+    settings = load_settings(write_config(tmp_path, max_body_bytes=4096, max_message_chars=500,
+                                          rate_limit_per_minute=30))  # fmt: skip
+    url = settings.service.resolved_database_url()
+    key = make_key(url, "acme", "alice")
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client, {"Authorization": f"Bearer {key}"}, url
+
+
+def test_keys_are_hashed_checked_and_revocable(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'k.db'}"
+    key = make_key(url, "acme", "alice", ["file_read"])
+    assert key.startswith("pc_") and len(key) > 50
+
+    async def go() -> tuple[Principal | None, Principal | None, Principal | None, str]:
+        engine = create_engine(url)
+        async with session_factory(engine)() as db:
+            ok = await authenticate(db, key)
+            wrong = await authenticate(db, key[:-3] + "xyz")
+            assert ok is not None and await revoke_key(db, ok.key_id)
+            revoked = await authenticate(db, key)
+            stored = str((await db.execute(text("select secret_hash from api_keys"))).scalar())
+        await engine.dispose()
+        return ok, wrong, revoked, stored
+
+    ok, wrong, revoked, stored = asyncio.run(go())
+    assert ok is not None and (ok.tenant, ok.user, ok.tools) == ("acme", "alice", ("file_read",))
+    assert wrong is None and revoked is None
+    assert key.split("_", 2)[2] not in stored  # only the hash is kept
+
+
+def test_salts_isolate_tenants_and_cannot_be_guessed(tmp_path: Path) -> None:
+    a = Principal("k1", "acme", "alice", None)
+    a2 = Principal("k2", "acme", "bob", None)
+    b = Principal("k3", "globex", "alice", None)
+    s = "secret-" * 6
+    assert cache_salt(s, a, "tenant") == cache_salt(s, a2, "tenant") != cache_salt(s, b, "tenant")
+    assert cache_salt(s, a, "user") != cache_salt(s, a2, "user")
+    assert cache_salt(s, a, "shared") is None
+    assert cache_salt("another-secret" * 3, a, "tenant") != cache_salt(s, a, "tenant")
+    secret = load_or_create_secret(tmp_path / "service.secret")
+    assert secret == load_or_create_secret(tmp_path / "service.secret")  # created once, kept
+    assert oct((tmp_path / "service.secret").stat().st_mode)[-3:] == "600"
+
+
+def test_rate_limiter_counts_per_key() -> None:
+    limiter = RateLimiter(3)
+    assert [limiter.check("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.check("a") > 0 and limiter.check("b") == 0.0
+
+
+def test_every_route_but_health_needs_a_key(client: tuple[TestClient, dict[str, str], str]) -> None:
+    test_client, _auth, _ = client
+    assert test_client.get("/health").status_code == 200
+    assert test_client.get("/metrics").status_code == 200
+    for method, path in (("GET", "/sessions"), ("POST", "/chat"), ("GET", "/stats"),
+                         ("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
+                         ("GET", "/tasks/t_x")):  # fmt: skip
+        response = test_client.request(method, path, json={})
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "keys create" in response.json()["error"]["message"]
+    bad = test_client.get(
+        "/sessions", headers={"Authorization": "Bearer pc_0000000000000000_" + "x" * 40}
+    )
+    assert bad.status_code == 401
+
+
+def test_vllm_down_is_503_and_the_turn_is_kept(
+    client: tuple[TestClient, dict[str, str], str],
+) -> None:
+    test_client, auth, _url = client
+    response = test_client.post(
+        "/chat", headers=auth, json={"message": "hello", "session_id": "s1"}
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["error"]["code"] == "llm_unavailable"
+    detail = test_client.get("/sessions/s1", headers=auth).json()
+    assert [(m["role"], m["status"]) for m in detail["history"]] == [("user", "failed")]
+    assert "Cannot reach" in detail["history"][0]["error"]
+    ready = test_client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["ready"] is False
+    assert test_client.post("/v1/chat/completions", headers=auth,
+                            json={"messages": [{"role": "user", "content": "x"}]}).status_code == 503  # fmt: skip
+
+
+def test_known_bad_input_is_4xx_naming_the_limit(
+    client: tuple[TestClient, dict[str, str], str],
+) -> None:
+    test_client, auth, _ = client
+    big = test_client.post("/chat", headers=auth, content=b'{"message": "' + b"x" * 5000 + b'"}')
+    assert big.status_code == 413 and "max_body_bytes" in big.json()["error"]["message"]
+    long = test_client.post("/chat", headers=auth, json={"message": "y" * 600})
+    assert long.status_code == 413 and "max_message_chars" in long.json()["error"]["message"]
+    unknown = test_client.post(
+        "/chat", headers=auth, json={"message": "hi", "agent_type": "frontend-enginer"}
+    )
+    assert unknown.status_code == 422 and "frontend-engineer" in unknown.json()["error"]["message"]
+    extra = test_client.post("/chat", headers=auth, json={"message": "hi", "user": "mallory"})
+    assert extra.status_code == 422 and "user" in extra.json()["error"]["message"]
+    not_json = test_client.post("/v1/chat/completions", headers=auth, content=b"{nope")
+    assert not_json.status_code == 422
+    assert test_client.get("/sessions/nope", headers=auth).status_code == 404
+    assert test_client.get("/tasks/nope", headers=auth).status_code == 404
+
+
+def test_too_many_requests_is_429_with_retry_after(
+    client: tuple[TestClient, dict[str, str], str],
+) -> None:
+    test_client, auth, _ = client
+    codes = [test_client.get("/sessions", headers=auth).status_code for _ in range(40)]
+    assert codes[:30] == [200] * 30 and 429 in codes[30:]
+    limited = test_client.get("/sessions", headers=auth)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+def test_sessions_belong_to_their_user(client: tuple[TestClient, dict[str, str], str]) -> None:
+    test_client, alice, url = client
+    bob = {"Authorization": f"Bearer {make_key(url, 'acme', 'bob')}"}
+    test_client.post("/chat", headers=alice, json={"message": "hello", "session_id": "alice-s"})
+    assert test_client.get("/sessions/alice-s", headers=alice).status_code == 200
+    assert test_client.get("/sessions/alice-s", headers=bob).status_code == 404
+    assert test_client.delete("/sessions/alice-s", headers=bob).status_code == 404
+    stolen = test_client.post("/chat", headers=bob, json={"message": "x", "session_id": "alice-s"})
+    assert stolen.status_code == 404
+    assert [s["id"] for s in test_client.get("/sessions", headers=bob).json()] == []
+    assert test_client.delete("/sessions/alice-s", headers=alice).status_code == 204
+    assert test_client.get("/sessions/alice-s", headers=alice).status_code == 404
+
+
+def test_an_unexpected_error_is_500_with_a_request_id(
+    client: tuple[TestClient, dict[str, str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    test_client, auth, _ = client
+    state = test_client.app.state.service  # type: ignore[attr-defined]
+
+    def boom(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
+
+    state.library.compose_prompt = boom  # a fault the service does not know
+    quiet = TestClient(test_client.app, raise_server_exceptions=False)
+    response = quiet.post("/chat", headers=auth, json={"message": "hi"})
+    assert response.status_code == 500
+    rid = response.json()["error"]["request_id"]
+    assert rid and response.headers["x-request-id"] == rid
+    assert any(rid in record.getMessage() for record in caplog.records)
+
+
+def test_migrations_create_every_table(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    upgrade_database(url)
+    upgrade_database(url)  # idempotent
+
+    async def tables() -> set[str]:
+        engine = create_engine(url)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("select name from sqlite_master where type='table'"))
+            ).all()
+            mode = (await conn.execute(text("pragma journal_mode"))).scalar()
+        await engine.dispose()
+        assert mode == "wal"
+        return {r[0] for r in rows}
+
+    assert {"tenants", "users", "api_keys", "sessions", "messages", "tasks", "cache_records",
+            "alembic_version"} <= asyncio.run(tables())  # fmt: skip
+    assert Message.__tablename__ == "messages"
