@@ -119,11 +119,9 @@ def test_the_agents_own_layer_is_padded_only_when_it_pays(
         chain, join = chains[-1]
         units = padding.get(chain, 0)
         library.composer.set_padding(padding)
-        text = library.composer.chain_text(chain) + join
-        end = _common(standin_tokens(text + "Alpha"), standin_tokens(text + "Zulu"))
+        end = aligner.boundary(library.composer.chain_text(chain), join)
         library.composer.set_padding({k: v for k, v in padding.items() if k != chain})
-        text = library.composer.chain_text(chain) + join
-        unpadded = _common(standin_tokens(text + "Alpha"), standin_tokens(text + "Zulu"))
+        unpadded = aligner.boundary(library.composer.chain_text(chain), join)
         limit = (block - 1) // 2
         if units:  # padded: aligned, with at most half a block of padding
             assert end % block == 0 and end - unpadded <= limit, agent

@@ -82,6 +82,10 @@ class ClientSettings(_Section):
     request_timeout_s: PositiveFloat = 300.0
     max_retries: int = Field(default=3, ge=0, le=100)
     retry_backoff_s: float = Field(default=0.5, ge=0)
+    #: the routing key sent as ``x-session-id`` (the first header vllm-router's hash and
+    #: sticky policies read): "session" (a conversation stays on its replica; the prompt's
+    #: prefix hash when no session is known) or "prefix" (an agent stays on its replica)
+    affinity: Literal["session", "prefix"] = "session"
 
     @field_validator("base_url")
     @classmethod
@@ -230,6 +234,38 @@ class AgentsSettings(_Section):
         return {} if value is None else value
 
 
+class FleetSettings(_Section):
+    """The ``fleet`` section: N local vLLM replicas behind vllm-router."""
+
+    replicas: int = Field(default=2, ge=1, le=64)
+    #: vllm-router's policy; sticky_least_loaded keyed on x-session-id keeps sessions on
+    #: their replica and balances new ones (cache_aware misroutes agents that share one
+    #: base prompt: see docs/fleet.md)
+    policy: Literal[
+        "random", "round_robin", "cache_aware", "kv_aware", "power_of_two",
+        "consistent_hash", "sticky_least_loaded",
+    ] = "sticky_least_loaded"  # fmt: skip
+    router_host: str = "127.0.0.1"
+    #: the port clients use (point llm.vllm.base_url at http://router_host:router_port)
+    router_port: int = Field(default=8200, ge=1, le=65535)
+    #: vllm-router's Prometheus exporter is always on: each router needs its own port
+    prometheus_port: int = Field(default=8290, ge=1, le=65535)
+    #: replica i listens on replica_base_port + i
+    replica_base_port: int = Field(default=8201, ge=1, le=65535)
+    #: fail over in seconds, not minutes (the router's defaults: 10 failures, 3 x 60 s)
+    router_args: tuple[str, ...] = (
+        "--cb-failure-threshold", "2", "--health-check-interval-secs", "2",
+        "--health-failure-threshold", "2",
+    )  # fmt: skip
+    #: GiB of KV cache per replica (CPU); empty: llm.vllm.cpu_kvcache_space_gib
+    kv_space_gib: int | None = Field(default=None, ge=1, le=1024)
+    #: give replica i CPU core i (VLLM_CPU_OMP_THREADS_BIND), when there are enough cores
+    bind_cores: bool = True
+    #: VLLM_SERVER_DEV_MODE=1 on the replicas: /reset_prefix_cache for fresh caches
+    dev_mode: bool = False
+    startup_timeout_s: PositiveFloat = 900.0
+
+
 class ServiceSettings(_Section):
     """The ``service`` section: ``prefixcache serve``."""
 
@@ -291,6 +327,7 @@ class Settings(BaseModel):
     agents: AgentsSettings = Field(default_factory=AgentsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     #: The file these settings came from (``None``: built-in defaults only).
     path: Path | None = Field(default=None, exclude=True)
 

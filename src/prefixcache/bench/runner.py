@@ -181,25 +181,26 @@ class Benchmark:
         self._unreachable = 0
         self.runs: list[ArmRun] = []  # finished arm runs
         self._lanes: list[_Lane] = []  # arm runs in progress
-        self._aligned: PromptLibrary | None = None
+        self._aligned: dict[str, PromptLibrary] = {}
 
     def snapshot(self) -> list[ArmRun]:
         """Every arm run so far, the one(s) in progress included (marked incomplete)."""
         return self.runs + [run for lane in self._lanes if lane.results for run in lane.runs()]
 
-    def aligned_library(self) -> PromptLibrary:
+    def aligned_library(self, own_layer: str = "auto") -> PromptLibrary:
         """A library whose layers are padded to this engine's block boundaries."""
-        if self._aligned is None:
+        if own_layer not in self._aligned:
             library = PromptLibrary(self.library.settings)
             align_to_blocks(
-                library.composer, self.inspector, self.block_size, library.tiers.agents()
-            )
-            self._aligned = library
-        return self._aligned
+                library.composer, self.inspector, self.block_size, library.tiers.agents(),
+                own_layer=own_layer,
+            )  # fmt: skip
+            self._aligned[own_layer] = library
+        return self._aligned[own_layer]
 
     # -- prompt layouts -------------------------------------------------------------
     def library_for(self, arm: Arm) -> PromptLibrary:
-        return self.aligned_library() if arm.aligned else self.library
+        return self.aligned_library(arm.aligned) if arm.aligned else self.library
 
     def messages(self, arm: Arm, step: Step) -> list[Message]:
         if arm.layout is Layout.REFERENCE:

@@ -39,8 +39,9 @@ class Arm:
     unique_salt: bool = False
     #: each distinct agent's static prefix is prefilled once (max_tokens=1) before task 1
     warm: bool = False
-    #: static layers padded to the engine's block boundaries (``llm/alignment.py``)
-    aligned: bool = False
+    #: static layers padded to the engine's block boundaries (``llm/alignment.py``):
+    #: "auto" (the agent's own layer when that pays) or "always" (every layer)
+    aligned: str = ""
     #: the next step's agent prefix is prefetched in the background after each step
     prefetch: bool = False
 
@@ -60,9 +61,10 @@ NO_REUSE = Arm(
 NAIVE = Arm("naive", Layout.DYNAMIC_FIRST, "dynamic context before the static prompt")
 REFERENCE = Arm("reference", Layout.REFERENCE, "the guide's reference implementation's layout")
 OPTIMIZED = Arm("optimized", Layout.OPTIMIZED, "compose_prompt: static prefix + dynamic suffix")
-ALIGNED = Arm("aligned", Layout.OPTIMIZED, "optimized, layers padded to block ends", aligned=True)
+ALIGNED = Arm("aligned", Layout.OPTIMIZED, "optimized, layers padded to block ends", aligned="auto")
 PREFETCH = Arm(
-    "prefetch", Layout.OPTIMIZED, "aligned, next step's prefix prefetched", aligned=True,
+    "prefetch", Layout.OPTIMIZED, "every layer aligned, next step's prefix prefetched",
+    aligned="always",
     prefetch=True,
 )  # fmt: skip
 WARMED = Arm("warmed", Layout.OPTIMIZED, "optimized, agents' prefixes warmed first", warm=True)

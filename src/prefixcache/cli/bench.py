@@ -18,6 +18,7 @@ from .engine import local_engine
 
 def register(app: typer.Typer) -> None:
     app.command()(handled(bench))
+    app.command("fleet-bench")(handled(fleet_bench))
 
 
 def bench(
@@ -110,3 +111,45 @@ def bench(
             ok = session.run(cfg, device=cfg.resolved_device())
     if not ok:
         raise typer.Exit(1)
+
+
+def fleet_bench(
+    ctx: typer.Context,
+    replicas: Annotated[int, typer.Option(min=1, max=8, help="Replicas to start.")] = 2,
+    sessions: Annotated[int, typer.Option(min=1, help="Concurrent sessions.")] = 8,
+    turns: Annotated[int, typer.Option(min=1, help="Turns per session.")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded per request.")] = 4,
+    kv_space_gib: Annotated[
+        int | None,
+        typer.Option(min=1, help="KV cache per replica (GiB; default fleet.kv_space_gib)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder (default results/fleet-<timestamp>).")
+    ] = None,
+) -> None:
+    """The fleet benchmark: N fresh replicas behind vllm-router, the same agent sessions
+    under each policy (fresh caches and router per policy), beside one replica and
+    unique salts; prints and writes the table."""
+    from ..bench.fleet import fleet_benchmark, fleet_grid
+    from ..engine.fleet import Fleet
+
+    cli = state(ctx)
+    updates: dict[str, object] = {"replicas": replicas, "dev_mode": True}
+    if kv_space_gib is not None:
+        updates["kv_space_gib"] = kv_space_gib
+    fleet = Fleet(
+        cli.vllm(), cli.settings.fleet.model_copy(update=updates),
+        progress=lambda msg: err_console.print(f"[dim]fleet:[/dim] {msg}"),
+    )  # fmt: skip
+    with fleet:
+        runs = fleet_benchmark(
+            fleet, cli.library, sessions=sessions, turns=turns, max_tokens=max_tokens,
+            progress=lambda msg: err_console.print(f"[dim]fleet bench:[/dim] {msg}"),
+        )  # fmt: skip
+    grid = fleet_grid(runs, replicas)
+    console.print(grid.rich())
+    console.print(f"[dim]{grid.note}[/dim]")
+    folder = out or Path("results") / datetime.now().strftime("fleet-%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fleet.md").write_text(grid.markdown())
+    console.print(f"report: {folder / 'fleet.md'}")

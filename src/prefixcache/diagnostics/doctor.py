@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 import warnings
 from collections.abc import Callable
@@ -101,9 +102,36 @@ def run_checks(
             checks.append(Check(name, "SKIP", "server not reachable"))
         return checks
 
-    with EngineInspector(url, config.model_name(), config.api_key) as inspector:
-        _server_checks(library, config, inspector, agent_type, add)
+    workers = router_workers(url)
+    metrics_url = url
+    if workers:
+        checks.append(
+            Check(
+                "router",
+                "PASS",
+                f"{url} is vllm-router in front of {len(workers)} worker(s) "
+                f"({', '.join(workers)}); its /metrics is one worker's, so the cache checks "
+                f"read {workers[0]}/metrics directly",
+            )
+        )
+        metrics_url = workers[0]
+    with (
+        EngineInspector(url, config.model_name(), config.api_key) as inspector,
+        EngineInspector(metrics_url, config.model_name(), config.api_key) as metrics,
+    ):
+        _server_checks(library, config, inspector, agent_type, add, metrics)
     return checks
+
+
+def router_workers(url: str) -> list[str]:
+    """The worker URLs if ``url`` is vllm-router (its /list_workers), else []."""
+    try:
+        answer = httpx.get(f"{url}/list_workers", timeout=3)
+    except httpx.HTTPError:
+        return []
+    if answer.status_code != 200 or "json" not in answer.headers.get("content-type", ""):
+        return []
+    return sorted(set(re.findall(r"https?://[A-Za-z0-9.\-\[\]:]+", answer.text)))
 
 
 def _server_checks(
@@ -112,10 +140,11 @@ def _server_checks(
     inspector: EngineInspector,
     agent_type: str,
     add: Callable[[str, Callable[[], Check]], None],
+    metrics: EngineInspector | None = None,
 ) -> None:
     url = config.url
     try:
-        stats: EngineCacheStats | None = inspector.cache_stats()
+        stats: EngineCacheStats | None = (metrics or inspector).cache_stats()
         metrics_error = ""
     except PrefixCacheError as exc:
         stats, metrics_error = None, str(exc).splitlines()[0]

@@ -7,12 +7,17 @@ from .._extras import require
 require("llm", "prefixcache.engine (the local engine)")
 
 from .embedded_model import embedded_model_dir, is_prepared, prepare_embedded_model  # noqa: E402
+from .fleet import Fleet, FleetFigures, FleetStatus, fleet_figures  # noqa: E402
 from .local import EngineStatus, LocalEngine, free_port, vllm_installed  # noqa: E402
 
 __all__ = [
     "EngineStatus",
+    "Fleet",
+    "FleetFigures",
+    "FleetStatus",
     "LocalEngine",
     "embedded_model_dir",
+    "fleet_figures",
     "free_port",
     "is_prepared",
     "prepare_embedded_model",

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -97,9 +97,12 @@ class LocalEngine:
         config: VLLMConfig,
         *,
         progress: Callable[[str], None] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self._progress = progress
+        #: variables set for this server only (a replica's core, dev mode)
+        self.extra_env = dict(extra_env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self.state_dir = config.state_dir
         self.pid_file = self.state_dir / "server.json"
@@ -187,6 +190,7 @@ class LocalEngine:
         if cfg.resolved_device() == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gib))
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        env.update(self.extra_env)
         return env
 
     # -- state -----------------------------------------------------------------
@@ -239,6 +243,16 @@ class LocalEngine:
 
     # -- start / stop ------------------------------------------------------------
     def start(self) -> None:
+        """Start the server and wait until it answers /health (stopped again on failure)."""
+        self.start_process()
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_process(self) -> None:
+        """Start the server process without waiting for it (see ``wait_healthy``)."""
         cfg = self.config
         pid = self.recorded_pid()
         if pid is not None:
@@ -288,16 +302,14 @@ class LocalEngine:
             "run_dir": str(self.run_dir),
         }
         self.pid_file.write_text(json.dumps(record) + "\n")
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
 
     def _wait_healthy(self) -> None:
+        self.wait_healthy(time.monotonic() + self.config.startup_timeout_s)
+
+    def wait_healthy(self, deadline: float) -> None:
+        """Wait for /health until ``deadline`` (a ``time.monotonic()`` value)."""
         assert self._proc is not None
         started = time.monotonic()
-        deadline = started + self.config.startup_timeout_s
         last_report = 0.0
         while True:
             code = self._proc.poll()
@@ -313,7 +325,7 @@ class LocalEngine:
             now = time.monotonic()
             if now > deadline:
                 raise EngineError(
-                    f"The vLLM server was not ready after {self.config.startup_timeout_s:.0f} s "
+                    f"The vLLM server was not ready after {now - started:.0f} s "
                     f"(log: {self.log_file}). Raise llm.vllm.startup_timeout_s if the machine is slow.",
                     log_tail=self.log_tail(),
                 )

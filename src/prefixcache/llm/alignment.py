@@ -39,6 +39,8 @@ class BlockAligner:
 
     def boundary(self, text: str, join: str) -> int:
         """Tokens two prompts share when they agree up to ``text + join`` and then differ."""
+        # a probe led by a space cannot merge into the join's last word
+        probes = _PROBES if join[-1:].isspace() else tuple(" " + p for p in _PROBES)
         a, b = (
             self.inspector.tokenize_messages(
                 [
@@ -46,7 +48,7 @@ class BlockAligner:
                     {"role": "user", "content": "x"},
                 ]
             )
-            for probe in _PROBES
+            for probe in probes
         )
         return common_prefix_len(a, b)
 
@@ -85,16 +87,18 @@ class BlockAligner:
         return 0
 
     def padding(
-        self, composer: PromptComposer, agent_types: Iterable[str]
+        self, composer: PromptComposer, agent_types: Iterable[str], *, own_layer: str = "auto"
     ) -> dict[LayerChain, int]:
         """Padding for every layer chain of ``agent_types``, outer layers first (an inner
         layer's boundary depends on the outer layers' padding).
 
         Shared layers (the base, a tier block) are always padded: every agent after the
-        first gains. The agent's own last layer is padded only when the padding is
-        shorter than the partial block it saves (under half a block): padding there
-        costs once per agent switch and saves the partial block at every repeat, so it
-        pays from the first repeat on exactly then."""
+        first gains. The agent's own last layer (``own_layer="auto"``) is padded only when
+        the padding is shorter than the partial block it saves (under half a block):
+        padding there costs once per agent switch and saves the partial block at every
+        repeat, so it pays from the first repeat on exactly then. ``own_layer="always"``
+        pads it whatever the length: right when the prefix is prefilled ahead of time
+        (prefetch, warming), where the padding costs nothing on the request's path."""
         chains: dict[LayerChain, tuple[str, bool]] = {}
         for agent in agent_types:
             layers = composer.layer_chains(agent)
@@ -105,7 +109,7 @@ class BlockAligner:
         for chain in sorted(chains, key=len):
             composer.set_padding(result)
             join, last = chains[chain]
-            limit = (self.block_size - 1) // 2 if last else None
+            limit = (self.block_size - 1) // 2 if last and own_layer == "auto" else None
             result[chain] = self.units_for(composer, chain, join, at_most=limit)
         composer.set_padding(result)
         return result
@@ -116,19 +120,22 @@ def align_to_blocks(
     inspector: EngineInspector,
     block_size: int,
     agent_types: Iterable[str],
+    *,
+    own_layer: str = "auto",
 ) -> dict[LayerChain, int]:
-    """Pad ``composer``'s layers to ``block_size`` for these agents (cached per engine)."""
+    """Pad ``composer``'s layers to ``block_size`` for these agents (cached per engine);
+    ``own_layer``: see ``BlockAligner.padding``."""
     agents = sorted(set(agent_types))
     composer.set_padding({})  # the key is the unpadded prompts
     prompts_id = "|".join(
         f"{a}:{composer.prefix(composer.tiers.get_base_prompt_for_agent(a), a)[1][:16]}"
         for a in agents
     )
-    key = (inspector.base_url, inspector.model, block_size, prompts_id)
+    key = (inspector.base_url, inspector.model, block_size, f"{own_layer}|{prompts_id}")
     with _LOCK:
         cached = _CACHE.get(key)
     if cached is None:
-        cached = BlockAligner(inspector, block_size).padding(composer, agents)
+        cached = BlockAligner(inspector, block_size).padding(composer, agents, own_layer=own_layer)
         with _LOCK:
             _CACHE[key] = cached
     composer.set_padding(cached)

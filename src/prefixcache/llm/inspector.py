@@ -23,6 +23,9 @@ class EngineCacheStats:
     block_size: int | None
     prefix_caching_enabled: bool | None
     version: str | None = None
+    #: requests finished and prompt tokens seen (for a fleet's balance)
+    requests: float = 0.0
+    prompt_tokens: float = 0.0
 
     @property
     def hit_rate(self) -> float | None:
@@ -31,7 +34,7 @@ class EngineCacheStats:
 
 def parse_engine_metrics(text: str) -> EngineCacheStats:
     """Sum ``vllm:prefix_cache_{queries,hits}_total`` over engines; read ``cache_config_info``."""
-    queries = hits = 0.0
+    queries = hits = requests = prompt_tokens = 0.0
     block_size: int | None = None
     enabled: bool | None = None
     for family in text_string_to_metric_families(text):
@@ -40,13 +43,19 @@ def parse_engine_metrics(text: str) -> EngineCacheStats:
                 queries += sample.value
             elif sample.name == "vllm:prefix_cache_hits_total":
                 hits += sample.value
+            elif sample.name == "vllm:request_success_total":
+                requests += sample.value
+            elif sample.name == "vllm:prompt_tokens_total":
+                prompt_tokens += sample.value
             elif sample.name == "vllm:cache_config_info":
                 labels = sample.labels
                 if labels.get("block_size", "").isdigit():
                     block_size = int(labels["block_size"])
                 if "enable_prefix_caching" in labels:
                     enabled = labels["enable_prefix_caching"].lower() == "true"
-    return EngineCacheStats(queries, hits, block_size, enabled)
+    return EngineCacheStats(
+        queries, hits, block_size, enabled, requests=requests, prompt_tokens=prompt_tokens
+    )
 
 
 class EngineInspector:
@@ -172,4 +181,6 @@ class EngineInspector:
             stats.block_size,
             stats.prefix_caching_enabled,
             self.version(),
+            requests=stats.requests,
+            prompt_tokens=stats.prompt_tokens,
         )

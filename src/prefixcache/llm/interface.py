@@ -61,7 +61,7 @@ class LLMInterface:
         cfg = vllm or ClientSettings()
         olla = ollama or OllamaSettings()
         self.providers: dict[str, Provider] = {
-            "vllm": VLLMProvider(cfg.url, cfg.model_name(), cfg.api_key),
+            "vllm": VLLMProvider(cfg.url, cfg.model_name(), cfg.api_key, cfg.affinity),
             "ollama": OllamaProvider(ollama_url or olla.base_url, ollama_model or olla.model),
         }
         if providers:
@@ -106,6 +106,7 @@ class LLMInterface:
         *,
         agent_type: str | None = None,
         base_prompt_key: str | None = None,
+        session_id: str | None = None,
         **params: Any,
     ) -> LLMResponse:
         if isinstance(messages, LLMRequest):
@@ -122,6 +123,7 @@ class LLMInterface:
                 params=params,
                 agent_type=agent_type,
                 base_prompt_key=base_prompt_key,
+                session_id=session_id,
             )
         if request.provider == "vllm" and not self.vllm_enabled:
             raise ConfigError(
@@ -151,6 +153,7 @@ class LLMInterface:
         *,
         agent_type: str | None = None,
         base_prompt_key: str | None = None,
+        session_id: str | None = None,
         **params: Any,
     ) -> AsyncIterator[str | LLMResponse]:
         """vLLM only: the reply's text deltas as they arrive, then the ``LLMResponse``
@@ -160,7 +163,7 @@ class LLMInterface:
         request = LLMRequest(
             messages=list(messages), model=model, max_tokens=max_tokens,
             temperature=temperature, cache_salt=cache_salt, params=params,
-            agent_type=agent_type, base_prompt_key=base_prompt_key,
+            agent_type=agent_type, base_prompt_key=base_prompt_key, session_id=session_id,
         )  # fmt: skip
         validate_request(request)
         if not self.vllm_enabled:

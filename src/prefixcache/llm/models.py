@@ -46,6 +46,9 @@ class LLMRequest:
     # labels for the metrics recorder; never sent to the server
     agent_type: str | None = None
     base_prompt_key: str | None = None
+    #: the routing key sent as the ``x-session-id`` header (a router keeps a session on
+    #: its replica); None: by ClientSettings.affinity
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ the server's cached-token figures. ``OllamaProvider`` speaks Ollama's native API
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +28,29 @@ from .models import LLMRequest, LLMResponse, ResponseMetadata, Usage, hit_rate
 from .validation import count, encode_body
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+
+#: vllm-router's hash and sticky policies read the session key from the first header
+#: present among x-session-id, x-user-id, x-tenant-id, x-correlation-id, x-request-id,
+#: x-trace-id (router 0.1.17); body fields are not used for chat completions. Without
+#: a header every request gets the same key and lands on one replica.
+SESSION_HEADER = "x-session-id"
+
+
+def prefix_key(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """A routing key for "the same agent": the hash of the system prompt's static part."""
+    for message in messages:
+        if message.get("role") == "system" and isinstance(message.get("content"), str):
+            static = message["content"].split("\n---\n\n## Dynamic Context\n\n", 1)[0]
+            return "prefix-" + hashlib.sha256(static.encode("utf-8", "replace")).hexdigest()[:16]
+    return None
+
+
+def routing_key(request: LLMRequest, affinity: str) -> str | None:
+    """The x-session-id to send: the session (conversation affinity), else the prompt's
+    prefix hash (agent affinity); never a per-request id, which would scatter a session."""
+    if affinity == "session" and request.session_id:
+        return request.session_id
+    return prefix_key(request.messages)
 
 
 class CacheReportingWarning(UserWarning):
@@ -141,10 +165,17 @@ class VLLMProvider:
 
     name = "vllm"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        affinity: str = "session",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
+        self.affinity = affinity
         self._warned_no_cache_report = False
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
@@ -178,6 +209,9 @@ class VLLMProvider:
         then with ``ProviderTimeoutError``, also while the server sends only keep-alives."""
         url = f"{self.base_url}/v1/chat/completions"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        key = routing_key(request, self.affinity)
+        if key is not None:
+            headers[SESSION_HEADER] = key
         body = self.body(request)
         started = time.perf_counter()
         stream = StreamState()

@@ -184,10 +184,10 @@ class PromptComposer:
             chains.append((base_key, tier_key))
         if role_key:
             chains.append((base_key, tier_key, role_key))
-        return [
-            (c, "\n\n" if i < len(chains) - 1 else "\n" + DYNAMIC_HEADER)
-            for i, c in enumerate(chains)
-        ]
+        # the last layer is followed by the suffix header; its trailing newlines are left
+        # out, since a chat template may trim them from a warm-up's (empty) suffix
+        last = "\n" + DYNAMIC_HEADER.rstrip()
+        return [(c, "\n\n" if i < len(chains) - 1 else last) for i, c in enumerate(chains)]
 
     def chain_text(self, chain: LayerChain) -> str:
         """The static text up to the end of ``chain`` (its padding included)."""

@@ -221,6 +221,7 @@ async def gateway_chat(
     state: State,
     convos: Convos,
     x_agent_type: Annotated[str | None, Header(alias=AGENT_HEADER)] = None,
+    x_session_id: Annotated[str | None, Header(alias="x-session-id")] = None,
 ) -> Any:
     """vLLM's chat completions, with the tenant's cache salt; the answer unchanged."""
     try:
@@ -231,7 +232,7 @@ async def gateway_chat(
         raise Unprocessable("The request body must be a JSON object.")
     gateway = Gateway(state, convos)
     if body.get("stream"):
-        answer, asked_usage, _ = await gateway.open_stream(caller, body, x_agent_type)
+        answer, asked_usage, _ = await gateway.open_stream(caller, body, x_agent_type, x_session_id)
         if answer.status_code >= 400:
             content = await answer.aread()
             await answer.aclose()
@@ -241,7 +242,7 @@ async def gateway_chat(
             gateway.relay(caller, body, x_agent_type, answer, asked_usage),
             media_type="text/event-stream",
         )
-    status, content, headers = await gateway.complete(caller, body, x_agent_type)
+    status, content, headers = await gateway.complete(caller, body, x_agent_type, x_session_id)
     return Response(content, status_code=status, media_type=headers["content-type"])
 
 

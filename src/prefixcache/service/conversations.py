@@ -218,16 +218,14 @@ class Conversations:
         prompt = json.dumps(list(messages), ensure_ascii=False) if (
             messages is not None and self.service.record_prompts
         ) else None  # fmt: skip
-        async with self.state.sessions() as db:
-            db.add(
-                CacheRecord(
-                    tenant_id=principal.tenant, user_id=principal.user_id, endpoint=endpoint,
-                    agent_type=agent, tier=tier, model=response.served_model,
-                    prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
-                    ttft=response.ttft, processing_time=response.processing_time, prompt=prompt,
-                )
-            )  # fmt: skip
-            await db.commit()
+        self.state.add_record(
+            CacheRecord(
+                tenant_id=principal.tenant, user_id=principal.user_id, endpoint=endpoint,
+                agent_type=agent, tier=tier, model=response.served_model,
+                prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
+                ttft=response.ttft, processing_time=response.processing_time, prompt=prompt,
+            )
+        )  # fmt: skip
 
     # -- /chat --------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ChatRequest) -> Prepared:
@@ -314,13 +312,13 @@ class Conversations:
             response = await self.state.llm.chat_completion(
                 prepared.messages, max_tokens=prepared.max_tokens,
                 temperature=request.temperature, cache_salt=prepared.salt,
-                agent_type=prepared.agent,
+                agent_type=prepared.agent, session_id=prepared.session.id,
             )  # fmt: skip
         except BaseException as exc:
             await asyncio.shield(self._failed(prepared, exc))
             raise
         await self._completed(prepared, response)
-        self.state.later(self.record(principal, "chat", prepared.agent, prepared.tier, response))
+        await self.record(principal, "chat", prepared.agent, prepared.tier, response)
         return ChatResponse(
             reply=response.content, session_id=prepared.session.id, agent_type=prepared.agent,
             tier=prepared.tier, finish_reason=response.finish_reason, cache=figures(response),
@@ -338,14 +336,12 @@ class Conversations:
             async for event in self.state.llm.stream_completion(
                 prepared.messages, max_tokens=prepared.max_tokens,
                 temperature=request.temperature, cache_salt=prepared.salt,
-                agent_type=prepared.agent,
+                agent_type=prepared.agent, session_id=prepared.session.id,
             ):  # fmt: skip
                 if isinstance(event, LLMResponse):
                     finished = True
                     await asyncio.shield(self._completed(prepared, event))
-                    self.state.later(
-                        self.record(principal, "chat", prepared.agent, prepared.tier, event)
-                    )
+                    await self.record(principal, "chat", prepared.agent, prepared.tier, event)
                     yield _sse("done", {
                         "session_id": prepared.session.id, "finish_reason": event.finish_reason,
                         "cache": figures(event).model_dump(),
@@ -405,17 +401,18 @@ class Conversations:
                 {"role": "system", "content": system},
                 {"role": "user", "content": request.description},
             ]
+            session_id_of_task = session.id
         try:
             await self.check_context(messages, max_tokens, self._prefix_of(agent))
             response = await self.state.llm.chat_completion(
                 messages, max_tokens=max_tokens, cache_salt=self.state.salt_for(principal),
-                agent_type=agent,
+                agent_type=agent, session_id=session_id_of_task,
             )  # fmt: skip
         except BaseException as exc:
             await asyncio.shield(self._finish_task(task.id, None, _describe(exc)))
             raise
         await self._finish_task(task.id, response, None)
-        self.state.later(self.record(principal, "tasks", agent, tier, response))
+        await self.record(principal, "tasks", agent, tier, response)
         return await self.get_task(principal, task.id)
 
     async def _finish_task(

@@ -21,7 +21,7 @@ import httpx
 
 from ..errors import ProviderRequestError, ProviderTimeoutError, ProviderUnavailableError
 from ..llm.models import LLMResponse
-from ..llm.providers import _response, cached_tokens_from_usage
+from ..llm.providers import SESSION_HEADER, _response, cached_tokens_from_usage, prefix_key
 from ..prompts.compose import DYNAMIC_HEADER
 from .auth import Principal
 from .conversations import Conversations
@@ -52,11 +52,17 @@ class Gateway:
     def _upstream(self, path: str) -> str:
         return f"{self.state.vllm_url}{path}"
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(
+        self, body: Mapping[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, str]:
         key = self.state.settings.llm.vllm.api_key
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        # the router's session key: the caller's x-session-id, else the prompt's prefix
+        routing = session or (prefix_key(body.get("messages") or []) if body else None)
+        if routing:
+            headers[SESSION_HEADER] = routing
         return headers
 
     def prepare(self, principal: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -86,14 +92,20 @@ class Gateway:
             raise _down(self.state.vllm_url, exc) from exc
 
     async def complete(
-        self, principal: Principal, body: dict[str, Any], agent_header: str | None
+        self,
+        principal: Principal,
+        body: dict[str, Any],
+        agent_header: str | None,
+        session: str | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:
         """A non-streaming request: vLLM's status, body and content type, unchanged."""
         upstream, _ = self.prepare(principal, body)
         started = time.perf_counter()
         try:
             answer = await self.state.http.post(
-                self._upstream("/v1/chat/completions"), json=upstream, headers=self._headers()
+                self._upstream("/v1/chat/completions"),
+                json=upstream,
+                headers=self._headers(upstream, session),
             )
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(f"vLLM at {self.state.vllm_url} timed out") from exc
@@ -110,19 +122,26 @@ class Gateway:
                 data = answer.json()
                 usage = data.get("usage") or {}
                 response = _record_response(data.get("model"), upstream, usage, None, elapsed)
-                self.state.later(self._record(principal, body, agent_header, response))
+                await self._record(principal, body, agent_header, response)
             except (ValueError, AttributeError, TypeError):
                 pass  # an answer we cannot read is still passed on unchanged
         content_type = answer.headers.get("content-type", "application/json")
         return answer.status_code, answer.content, {"content-type": content_type}
 
     async def open_stream(
-        self, principal: Principal, body: dict[str, Any], agent_header: str | None
+        self,
+        principal: Principal,
+        body: dict[str, Any],
+        agent_header: str | None,
+        session: str | None = None,
     ) -> tuple[httpx.Response, bool, dict[str, Any]]:
         """Open the upstream stream (errors surface here, before any byte is sent)."""
         upstream, asked_usage = self.prepare(principal, body)
         request = self.state.http.build_request(
-            "POST", self._upstream("/v1/chat/completions"), json=upstream, headers=self._headers()
+            "POST",
+            self._upstream("/v1/chat/completions"),
+            json=upstream,
+            headers=self._headers(upstream, session),
         )
         try:
             answer = await self.state.http.send(request, stream=True)

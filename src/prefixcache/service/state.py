@@ -17,9 +17,12 @@ from ..llm.metrics import CacheMetricsRecorder
 from ..prompts.library import PromptLibrary
 from ..settings import Settings
 from .auth import Principal
-from .db import create_engine, session_factory, sqlite_path
+from .db import CacheRecord, create_engine, session_factory, sqlite_path
 from .isolation import cache_salt, load_or_create_secret
 from .ratelimit import RateLimiter
+
+#: cache records are written in batches, at most this long after their request
+RECORD_FLUSH_S = 0.5
 
 
 @dataclass
@@ -39,6 +42,27 @@ class ServiceState:
     auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
     #: cache records being written after their response went out
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    #: cache records waiting for the next batched write (one transaction per batch)
+    pending_records: list[CacheRecord] = field(default_factory=list)
+    _writer: asyncio.Task[None] | None = None
+
+    def add_record(self, record: CacheRecord) -> None:
+        """Queue a cache record; a writer commits the queue every RECORD_FLUSH_S."""
+        self.pending_records.append(record)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_records())
+
+    async def _write_records(self) -> None:
+        await asyncio.sleep(RECORD_FLUSH_S)
+        await self.flush_records()
+
+    async def flush_records(self) -> None:
+        batch, self.pending_records = self.pending_records, []
+        if not batch:
+            return
+        async with self.sessions() as db:
+            db.add_all(batch)
+            await db.commit()
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` after the response (a record of figures); kept until done."""
@@ -56,6 +80,9 @@ class ServiceState:
     async def close(self) -> None:
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        await self.flush_records()
         await self.llm.__aexit__()
         await self.http.aclose()
         await self.engine.dispose()
