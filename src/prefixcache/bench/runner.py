@@ -368,8 +368,6 @@ class Benchmark:
             lane.library = self.library_for(lane.arm)
             if lane.arm.prefetch:
                 lane.prefetcher = Prefetcher(self.llm, lane.library, cache_salt=lane.salt)
-            if lane.arm.warm:
-                await self._warm_up(lane, [s.agent_type for s in steps], predict=True)
         # Arms that reuse nothing (no-reuse, naive) run first, on their own: interleaved,
         # their uncacheable blocks push the other arms' prefixes out of the KV cache
         # (measured: a 2 GiB cache lost the orchestrator's prefix by workflow step 20).
@@ -377,6 +375,9 @@ class Benchmark:
         alone = [lane for lane in lanes if not lane.arm.reuses]
         together = [lane for lane in lanes if lane.arm.reuses]
         for group in [[lane] for lane in alone] + ([together] if together else []):
+            for lane in group:  # warm right before the arm runs (not before other arms)
+                if lane.arm.warm:
+                    await self._warm_up(lane, [s.agent_type for s in steps], predict=True)
             for pass_no in range(1, passes + 1):
                 for i, base_step in enumerate(steps, 1):
                     step = base_step.for_pass(pass_no)
