@@ -429,6 +429,10 @@ class Benchmark:
                 )
             )  # fmt: skip
             recorded.add(agent)
+            # what the prefetch cached is part of what later requests can reuse
+            lane.seen.append(
+                self.inspector.tokenize_messages(warm_messages(prefetcher.library, agent))
+            )
             self._on_request(f"{lane.scenario} {lane.arm.name} prefetch {agent}")
         for error in prefetcher.errors:
             self._on_request(f"{lane.scenario} {lane.arm.name} prefetch FAILED: {error}")

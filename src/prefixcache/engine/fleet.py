@@ -41,12 +41,18 @@ def router_binary() -> str | None:
     return shutil.which(ROUTER_BINARY)
 
 
+#: what a running router's /proc/<pid>/cmdline holds: vllm-router 0.1.17 renames its
+#: process to "vllm::router" (setproctitle), or the launch command's name
+_ROUTER_TITLES = (b"vllm::router", ROUTER_BINARY.encode(), b"vllm_router")
+
+
 def _is_router(pid: int) -> bool:
+    """True if ``pid`` is alive and is vllm-router (guards against PID reuse)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return ROUTER_BINARY.encode() in cmdline
+    return any(title in cmdline for title in _ROUTER_TITLES)
 
 
 @dataclass(frozen=True)
