@@ -22,17 +22,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import PrefixCacheError, ProviderTimeoutError, ProviderUnavailableError
 from ..llm.alignment import align_to_blocks
 from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
-from ..llm.models import Message
+from ..llm.models import LLMResponse, Message
 from ..llm.warming import Prefetcher, warm_messages
 from ..prompts.library import PromptLibrary
 from ..prompts.reference import reference_prompt
+from ..prompts.tiers import AgentProfile
 from .results import ArmRun, RequestResult
 from .scenarios import (
     DEFAULT_ARMS,
@@ -136,6 +137,38 @@ class _Lane:
     started: float = field(default_factory=time.perf_counter)
     prefetcher: Prefetcher | None = None
     stall: float = 0.0  # waited for this lane's prefetch, charged to its next request
+
+    def row(
+        self,
+        profile: AgentProfile,
+        *,
+        max_tokens: int,
+        index: int,
+        warmup: bool,
+        response: LLMResponse | None = None,
+        error: str | None = None,
+        elapsed: float = 0.0,
+        predicted: int | None = None,
+        session: int = 0,
+        stall: float = 0.0,
+        pass_no: int = 1,
+    ) -> RequestResult:
+        """One result row: the response's figures, or a failed row with ``error``."""
+        where = RequestResult(
+            scenario=self.scenario, arm=self.arm.name, repeat=self.repeat,
+            max_tokens=max_tokens, index=index, agent_type=profile.agent_type,
+            tier=profile.tier.value, warmup=warmup, prompt_tokens=0, cached_tokens=None,
+            predicted_cached=None, completion_tokens=0, ttft=None, processing_time=elapsed,
+            session=session, success=response is not None, error=error, stall=stall,
+            pass_no=pass_no,
+        )  # fmt: skip
+        if response is None:
+            return where
+        return replace(
+            where, prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
+            predicted_cached=predicted, completion_tokens=response.usage["completion_tokens"],
+            ttft=response.ttft, processing_time=response.processing_time,
+        )  # fmt: skip
 
     def runs(self, wall_time: float | None = None) -> list[ArmRun]:
         """The cold pass (with warm-ups) and, if any, the steady-state passes."""
@@ -275,28 +308,20 @@ class Benchmark:
         except PrefixCacheError as exc:
             if isinstance(exc, ProviderUnavailableError | ProviderTimeoutError):
                 self._unreachable += 1
-            result = RequestResult(
-                scenario=lane.scenario, arm=lane.arm.name, repeat=lane.repeat,
-                max_tokens=max_tokens, index=index, agent_type=profile.agent_type,
-                tier=profile.tier.value, warmup=warmup, prompt_tokens=0, cached_tokens=None,
-                predicted_cached=None, completion_tokens=0, ttft=None,
-                processing_time=time.perf_counter() - started, session=session,
-                success=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                stall=stall, pass_no=pass_no,
+            result = lane.row(
+                profile, max_tokens=max_tokens, index=index, warmup=warmup,
+                error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                elapsed=time.perf_counter() - started, session=session, stall=stall,
+                pass_no=pass_no,
             )  # fmt: skip
         else:
             self._unreachable = 0
             if tokens is not None:
                 lane.seen.append(tokens)
             content = response.content
-            result = RequestResult(
-                scenario=lane.scenario, arm=lane.arm.name, repeat=lane.repeat,
-                max_tokens=max_tokens, index=index, agent_type=profile.agent_type,
-                tier=profile.tier.value, warmup=warmup, prompt_tokens=response.prompt_tokens,
-                cached_tokens=response.cached_tokens, predicted_cached=predicted,
-                completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
-                processing_time=response.processing_time, session=session, stall=stall,
-                pass_no=pass_no,
+            result = lane.row(
+                profile, max_tokens=max_tokens, index=index, warmup=warmup, response=response,
+                predicted=predicted, session=session, stall=stall, pass_no=pass_no,
             )  # fmt: skip
         lane.results.append(result)
         label = "warm-up" if warmup else f"#{index}"
@@ -419,15 +444,8 @@ class Benchmark:
                 continue
             profile = self.library.tiers.profile(agent)
             lane.results.append(
-                RequestResult(
-                    scenario=lane.scenario, arm=lane.arm.name, repeat=lane.repeat,
-                    max_tokens=1, index=0, agent_type=profile.agent_type,
-                    tier=profile.tier.value, warmup=True, prompt_tokens=response.prompt_tokens,
-                    cached_tokens=response.cached_tokens, predicted_cached=None,
-                    completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
-                    processing_time=response.processing_time,
-                )
-            )  # fmt: skip
+                lane.row(profile, max_tokens=1, index=0, warmup=True, response=response)
+            )
             recorded.add(agent)
             # what the prefetch cached is part of what later requests can reuse
             lane.seen.append(

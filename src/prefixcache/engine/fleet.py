@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import httpx
 from ..errors import EngineError
 from ..llm.inspector import EngineCacheStats, EngineInspector
 from ..settings import FleetSettings, VLLMConfig
-from .local import LocalEngine, _alive, port_in_use
+from .local import LocalEngine, port_in_use, terminate
 
 ROUTER_BINARY = "vllm-router"
 
@@ -209,19 +208,7 @@ class Fleet:
 
     def stop_router(self) -> bool:
         pid = self._router.pid if self._router is not None else self.router_pid()
-        stopped = False
-        if pid is not None and _alive(pid):
-            stopped = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _alive(pid):
-                if self._router is not None and self._router.poll() is not None:
-                    break
-                time.sleep(0.1)
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        stopped = pid is not None and terminate(pid, self._router, 10)
         if self._router is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._router.wait(timeout=5)

@@ -85,6 +85,34 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def wait_gone(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    """Wait until ``pid`` has exited (reaped through ``proc`` when it is our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.pid == pid:
+            if proc.poll() is not None:
+                return True
+        elif not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def terminate(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    """SIGTERM ``pid``, then SIGKILL its process group if it outlives ``timeout``
+    (processes here start in their own session, so the group is theirs alone).
+    True if it was running."""
+    if not _alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not wait_gone(pid, proc, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_gone(pid, proc, 5)
+    return True
+
+
 class LocalEngine:
     """Start, stop and inspect a local vLLM server.
 
@@ -338,15 +366,7 @@ class LocalEngine:
         """Stop the server (and its process group) by PID; True if one was running."""
         pid = self._proc.pid if self._proc is not None else self.recorded_pid()
         run_dir = self.run_dir or self.recorded_run_dir()
-        stopped = False
-        if pid is not None and _alive(pid):
-            stopped = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_gone(pid, timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                self._wait_gone(pid, 5)
+        stopped = pid is not None and terminate(pid, self._proc, timeout)
         if pid is not None:
             # children (EngineCore) normally exit with the server; make sure of it
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -365,17 +385,6 @@ class LocalEngine:
             shutil.rmtree(run_dir, ignore_errors=True)
         self.run_dir = None
         return stopped
-
-    def _wait_gone(self, pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                if self._proc.poll() is not None:
-                    return True
-            elif not _alive(pid):
-                return True
-            time.sleep(0.2)
-        return False
 
     # -- context manager ---------------------------------------------------------
     def __enter__(self) -> LocalEngine:

@@ -136,12 +136,16 @@ class LLMInterface:
                 f"Unknown provider {request.provider!r}; use one of {', '.join(self.providers)}."
             )
         response = await self._send(chosen, request)
+        self._observe(response, request)
+        return response
+
+    def _observe(self, response: LLMResponse, request: LLMRequest) -> None:
+        """The guide's log line, and the recorder (if any), for every response."""
         logger.debug(describe_cache(response))
         if self.recorder is not None:
             self.recorder.record(
                 response, agent_type=request.agent_type, base_prompt_key=request.base_prompt_key
             )
-        return response
 
     async def stream_completion(
         self,
@@ -178,11 +182,7 @@ class LLMInterface:
             try:
                 async for event in provider.events(http, request, deadline):
                     if isinstance(event, LLMResponse):
-                        logger.debug(describe_cache(event))
-                        if self.recorder is not None:
-                            self.recorder.record(
-                                event, agent_type=agent_type, base_prompt_key=base_prompt_key
-                            )
+                        self._observe(event, request)
                     yield event
             except _Retryable as exc:
                 raise self._final_error(provider, exc) from exc

@@ -24,6 +24,7 @@ from ..errors import (
     ProviderRequestError,
     ProviderTimeoutError,
 )
+from ..prompts.compose import DYNAMIC_HEADER
 from .models import LLMRequest, LLMResponse, ResponseMetadata, Usage, hit_rate
 from .validation import count, encode_body
 
@@ -37,10 +38,13 @@ SESSION_HEADER = "x-session-id"
 
 
 def prefix_key(messages: Sequence[Mapping[str, Any]]) -> str | None:
-    """A routing key for "the same agent": the hash of the system prompt's static part."""
+    """A key for "the same agent": the hash of the first system prompt's static part
+    (the text before the dynamic suffix's header); None without a system message."""
     for message in messages:
-        if message.get("role") == "system" and isinstance(message.get("content"), str):
-            static = message["content"].split("\n---\n\n## Dynamic Context\n\n", 1)[0]
+        if isinstance(message, Mapping) and message.get("role") == "system":
+            content = message.get("content")
+            text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+            static = text.split(DYNAMIC_HEADER, 1)[0]
             return "prefix-" + hashlib.sha256(static.encode("utf-8", "replace")).hexdigest()[:16]
     return None
 

@@ -142,13 +142,8 @@ class PromptComposer:
 
     # -- static ------------------------------------------------------------
     def profile(self, agent_type: str | None) -> AgentProfile | None:
-        if agent_type is None:
-            return None
-        if not isinstance(agent_type, str):
-            raise PromptInputTypeError(
-                f"agent_type must be a str, got {type(agent_type).__name__}: {agent_type!r}"
-            )
-        return self.tiers.profile(agent_type)
+        # the tier map checks the type (PromptInputTypeError naming agent_type)
+        return None if agent_type is None else self.tiers.profile(agent_type)
 
     def _layers_of(
         self, base_prompt_key: str, agent_type: str | None
@@ -300,7 +295,7 @@ class PromptComposer:
                 raise PromptInputError(
                     "Give base_prompt_key, agent_type, or both (e.g. agent_type='code-reviewer')."
                 )
-            base_prompt_key = self.tiers.get_base_prompt_for_agent(self._checked_agent(agent_type))
+            base_prompt_key = self.tiers.get_base_prompt_for_agent(agent_type)
         prefix, digest = self.prefix(base_prompt_key, agent_type)
         suffix = self.suffix(
             session_id=session_id,
@@ -313,10 +308,3 @@ class PromptComposer:
             now=now,
         )
         return OptimizedPrompt(prefix, suffix, digest, base_prompt_key, agent_type)
-
-    def _checked_agent(self, agent_type: object) -> str:
-        if not isinstance(agent_type, str):
-            raise PromptInputTypeError(
-                f"agent_type must be a str, got {type(agent_type).__name__}: {agent_type!r}"
-            )
-        return agent_type

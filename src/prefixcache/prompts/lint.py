@@ -16,18 +16,16 @@ A lint run over paths that hold no prompt file at all raises ``NothingToLintErro
 from __future__ import annotations
 
 import codecs
-import errno
 import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PromptError
+from .registry import PROMPT_SUFFIX, entry_problem, os_problem
 
 DYNAMIC_TEMPLATE_SUFFIX = "dynamic_context.md"
-PROMPT_SUFFIX = ".md"
 
 
 class NothingToLintError(PromptError):
@@ -166,14 +164,6 @@ def lint_text(text: str, path: str) -> list[Finding]:
 # -- files ---------------------------------------------------------------------------
 
 
-def _os_problem(exc: OSError) -> str:
-    if exc.errno == errno.ELOOP:
-        return "is a symlink loop"
-    if isinstance(exc, PermissionError):
-        return "cannot be read (permission denied)"
-    return f"cannot be read ({exc.strerror or exc})"
-
-
 def decode_prompt(data: bytes) -> tuple[str | None, str | None]:
     """``(text, problem)``: UTF-8 text; UTF-16/32 with a BOM is decoded but reported;
     binary data (NUL bytes) and other encodings are problems without text."""
@@ -205,7 +195,7 @@ def _walk(path: Path, problems: list[Finding], seen: set[tuple[int, int]]) -> It
     try:
         info = path.stat()
     except OSError as exc:
-        problems.append(Finding(str(path), 0, "unreadable", _os_problem(exc)))
+        problems.append(Finding(str(path), 0, "unreadable", os_problem(exc)))
         return
     identity = (info.st_dev, info.st_ino)
     if identity in seen:
@@ -217,7 +207,7 @@ def _walk(path: Path, problems: list[Finding], seen: set[tuple[int, int]]) -> It
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
     except OSError as exc:
-        problems.append(Finding(str(path), 0, "unreadable", _os_problem(exc)))
+        problems.append(Finding(str(path), 0, "unreadable", os_problem(exc)))
         return
     for entry in entries:
         child = Path(entry.path)
@@ -258,23 +248,13 @@ def iter_prompt_files(
 def lint_file(path: Path) -> list[Finding]:
     """Findings of one file; a file that cannot be linted is an ``unreadable`` finding."""
     name = str(path)
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        problem = _os_problem(exc)
-        if exc.errno != errno.ELOOP and path.is_symlink():
-            problem = "is a dangling symlink"
+    problem = entry_problem(path)
+    if problem is not None:
         return [Finding(name, 0, "unreadable", problem)]
-    if stat.S_ISDIR(mode):
-        return [
-            Finding(name, 0, "unreadable", f"is a folder named *{PROMPT_SUFFIX}, not a prompt file")
-        ]
-    if not stat.S_ISREG(mode):
-        return [Finding(name, 0, "unreadable", "is not a regular file (a FIFO, socket or device)")]
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return [Finding(name, 0, "unreadable", _os_problem(exc))]
+        return [Finding(name, 0, "unreadable", os_problem(exc, path))]
     text, decode_problem = decode_prompt(data)
     findings = [Finding(name, 0, "unreadable", decode_problem)] if decode_problem else []
     if text is not None:

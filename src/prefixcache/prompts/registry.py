@@ -82,7 +82,7 @@ class PromptRegistry:
                 problems.append(PromptFileError(directory, "is a file, not a prompt directory"))
                 continue
             except OSError as exc:
-                problems.append(PromptFileError(directory, _os_problem(exc)))
+                problems.append(PromptFileError(directory, os_problem(exc)))
                 continue
             for folder in folders:
                 if not _is_dir(folder, problems):
@@ -90,7 +90,7 @@ class PromptRegistry:
                 try:
                     entries = sorted(folder.iterdir())
                 except OSError as exc:
-                    problems.append(PromptFileError(folder, _os_problem(exc)))
+                    problems.append(PromptFileError(folder, os_problem(exc)))
                     continue
                 for path in entries:
                     if not path.name.endswith(PROMPT_SUFFIX):
@@ -161,7 +161,7 @@ class PromptRegistry:
                 path, f"is not UTF-8 text (byte {exc.start}); save it as UTF-8"
             ) from exc
         except OSError as exc:
-            raise PromptFileError(self._path_or_rel(key), _os_problem(exc)) from exc
+            raise PromptFileError(self._path_or_rel(key), os_problem(exc)) from exc
 
     def render(self, key: str, /, **variables: Any) -> str:
         """Render ``key`` with ``variables``; every failure raises, nothing is returned raw."""
@@ -205,9 +205,13 @@ class PromptRegistry:
         return PromptNotFoundError(key, close, [str(d) for d in self.directories])
 
 
-def _os_problem(exc: OSError) -> str:
+def os_problem(exc: OSError, path: Path | None = None) -> str:
+    """What an OSError on a prompt file means, in words (a dangling link when ``path``
+    is a symlink to nothing)."""
     if exc.errno == errno.ELOOP:
         return "is a symlink loop"
+    if path is not None and isinstance(exc, FileNotFoundError) and path.is_symlink():
+        return "is a dangling symlink"
     if isinstance(exc, PermissionError):
         return "cannot be read (permission denied)"
     return f"cannot be read ({exc.strerror or exc})"
@@ -218,28 +222,29 @@ def _is_dir(path: Path, problems: list[PromptFileError]) -> bool:
         return stat.S_ISDIR(path.stat().st_mode)
     except OSError as exc:
         if path.is_symlink():
-            problems.append(
-                PromptFileError(
-                    path, _os_problem(exc) if exc.errno == errno.ELOOP else "is a dangling symlink"
-                )
-            )
+            problems.append(PromptFileError(path, os_problem(exc, path)))
         return False
 
 
-def file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be a prompt file (``None``: it can)."""
+def entry_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file (``None``: it is one); its content
+    is not read here."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "is a symlink loop"
-        if path.is_symlink():
-            return "is a dangling symlink"
-        return _os_problem(exc)
+        return os_problem(exc, path)
     if stat.S_ISDIR(mode):
         return f"is a folder, not a prompt file (rename it: folders cannot end in {PROMPT_SUFFIX})"
     if not stat.S_ISREG(mode):
         return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a prompt file (``None``: it can)."""
+    problem = entry_problem(path)
+    if problem is not None:
+        return problem
     try:
         read_prompt_file(path)
     except PromptFileError as exc:
@@ -252,7 +257,7 @@ def read_prompt_file(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise PromptFileError(path, _os_problem(exc)) from exc
+        raise PromptFileError(path, os_problem(exc)) from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

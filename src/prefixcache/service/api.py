@@ -12,8 +12,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from ..llm.inspector import EngineInspector
+from ..llm.providers import SESSION_HEADER
 from .auth import Principal, authenticate
-from .conversations import Conversations
+from .conversations import Conversations, session_messages
 from .db import ChatSession
 from .db import Message as MessageRow
 from .errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
@@ -164,15 +165,7 @@ async def _own_session(state: ServiceState, caller: Principal, session_id: str) 
 async def get_session(session_id: str, caller: Caller, state: State) -> SessionDetail:
     session = await _own_session(state, caller, session_id)
     async with state.sessions() as db:
-        rows = list(
-            (
-                await db.execute(
-                    select(MessageRow)
-                    .where(MessageRow.session_id == session_id)
-                    .order_by(MessageRow.id)
-                )
-            ).scalars()
-        )
+        rows = await session_messages(db, session_id)
     history = []
     for m in rows:
         cache = None
@@ -221,7 +214,7 @@ async def gateway_chat(
     state: State,
     convos: Convos,
     x_agent_type: Annotated[str | None, Header(alias=AGENT_HEADER)] = None,
-    x_session_id: Annotated[str | None, Header(alias="x-session-id")] = None,
+    x_session_id: Annotated[str | None, Header(alias=SESSION_HEADER)] = None,
 ) -> Any:
     """vLLM's chat completions, with the tenant's cache salt; the answer unchanged."""
     try:

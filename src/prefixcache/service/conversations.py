@@ -163,15 +163,7 @@ class Conversations:
 
     async def _history(self, db: AsyncSession, session_id: str) -> list[MessageRow]:
         """Complete exchanges only: a failed or incomplete turn is kept, not replayed."""
-        rows = list(
-            (
-                await db.execute(
-                    select(MessageRow)
-                    .where(MessageRow.session_id == session_id)
-                    .order_by(MessageRow.id)
-                )
-            ).scalars()
-        )
+        rows = await session_messages(db, session_id)
         out: list[MessageRow] = []
         for user, reply in itertools.pairwise(rows):
             if (
@@ -449,6 +441,12 @@ class Conversations:
                 previous_task_id=task.previous_task_id, cache=cache,
                 created_at=task.created_at, finished_at=task.finished_at,
             )  # fmt: skip
+
+
+async def session_messages(db: AsyncSession, session_id: str) -> list[MessageRow]:
+    """Every message of a session, in order (failed and incomplete turns included)."""
+    query = select(MessageRow).where(MessageRow.session_id == session_id).order_by(MessageRow.id)
+    return list((await db.execute(query)).scalars())
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 It authenticates, sets the tenant's ``cache_salt`` (a caller's own salt is replaced: a
 caller must not choose whose cache it shares), forwards to vLLM, and records the
 request's cache figures under an agent label: the ``X-Agent-Type`` header, or else the
-hash of the system prompt's static part (``prefix-<12 hex>``). Answers pass through
+hash of the system prompt's static part (``prefix-<16 hex>``, the client's routing key). Answers pass through
 unchanged, ``usage.prompt_tokens_details.cached_tokens`` included. To measure a stream
 the gateway asks vLLM for the usage chunk; when the caller did not ask for it, that one
 chunk is not passed on.
@@ -11,10 +11,10 @@ chunk is not passed on.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -22,7 +22,6 @@ import httpx
 from ..errors import ProviderRequestError, ProviderTimeoutError, ProviderUnavailableError
 from ..llm.models import LLMResponse
 from ..llm.providers import SESSION_HEADER, _response, cached_tokens_from_usage, prefix_key
-from ..prompts.compose import DYNAMIC_HEADER
 from .auth import Principal
 from .conversations import Conversations
 from .errors import RETRY_AFTER_S, Unprocessable
@@ -32,16 +31,23 @@ AGENT_HEADER = "x-agent-type"
 
 
 def agent_label(body: Mapping[str, Any], header: str | None) -> str:
-    """The agent a gateway request is recorded under."""
+    """The agent a gateway request is recorded under: the header, else the prefix hash
+    (the same key the client would route by)."""
     if header:
         return header.strip().lower()[:64]
-    for message in body.get("messages") or []:
-        if isinstance(message, Mapping) and message.get("role") == "system":
-            content = message.get("content")
-            text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
-            static = text.split(DYNAMIC_HEADER, 1)[0]
-            return "prefix-" + hashlib.sha256(static.encode("utf-8", "replace")).hexdigest()[:12]
-    return "unlabelled"
+    messages = body.get("messages")
+    return (prefix_key(messages) if isinstance(messages, list) else None) or "unlabelled"
+
+
+@contextlib.contextmanager
+def upstream_errors(url: str) -> Iterator[None]:
+    """httpx's failures reaching vLLM as the library's typed errors (503 / 504)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeoutError(f"vLLM at {url} timed out") from exc
+    except httpx.TransportError as exc:
+        raise _down(url, exc) from exc
 
 
 class Gateway:
@@ -84,12 +90,8 @@ class Gateway:
         return out, asked_usage
 
     async def models(self) -> httpx.Response:
-        try:
+        with upstream_errors(self.state.vllm_url):
             return await self.state.http.get(self._upstream("/v1/models"), headers=self._headers())
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(f"vLLM at {self.state.vllm_url} timed out") from exc
-        except httpx.TransportError as exc:
-            raise _down(self.state.vllm_url, exc) from exc
 
     async def complete(
         self,
@@ -101,16 +103,12 @@ class Gateway:
         """A non-streaming request: vLLM's status, body and content type, unchanged."""
         upstream, _ = self.prepare(principal, body)
         started = time.perf_counter()
-        try:
+        with upstream_errors(self.state.vllm_url):
             answer = await self.state.http.post(
                 self._upstream("/v1/chat/completions"),
                 json=upstream,
                 headers=self._headers(upstream, session),
             )
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(f"vLLM at {self.state.vllm_url} timed out") from exc
-        except httpx.TransportError as exc:
-            raise _down(self.state.vllm_url, exc) from exc
         elapsed = time.perf_counter() - started
         if answer.status_code >= 500:
             raise ProviderRequestError(
@@ -143,12 +141,8 @@ class Gateway:
             json=upstream,
             headers=self._headers(upstream, session),
         )
-        try:
+        with upstream_errors(self.state.vllm_url):
             answer = await self.state.http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(f"vLLM at {self.state.vllm_url} timed out") from exc
-        except httpx.TransportError as exc:
-            raise _down(self.state.vllm_url, exc) from exc
         return answer, asked_usage, upstream
 
     async def relay(
