@@ -20,6 +20,7 @@ from ..errors import PrefixCacheError
 from ..llm.interface import LLMInterface
 from ..llm.metrics import percentile
 from ..llm.models import Message
+from ..llm.trace import TraceRecord
 from ..llm.warming import warm_prefixes
 from ..prompts.library import PromptLibrary
 from .report import Grid
@@ -39,6 +40,8 @@ class FleetRun:
     wall: float = 0.0
     figures: FleetFigures | None = None
     warmup_s: float | None = None
+    #: every answered request, for `prefixcache simulate` (labels: run = this run's name)
+    records: list[TraceRecord] = field(default_factory=list)
 
     @property
     def client_hit_rate(self) -> float | None:
@@ -84,6 +87,15 @@ async def run_sessions(
                 run.errors += 1
                 continue
             run.requests += 1
+            run.records.append(
+                TraceRecord(
+                    messages=tuple(messages), model=response.served_model,
+                    cache_salt=request_salt, agent=agent, session=session_id, time=time.time(),
+                    prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
+                    completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+                    labels={"run": run.name},
+                )
+            )  # fmt: skip
             run.prompt_tokens += response.prompt_tokens
             run.cached_tokens += response.cached_tokens or 0
             if response.ttft is not None:

@@ -69,12 +69,14 @@ def environment(
     base_url: str,
     settings: BenchSettings,
     command: str,
+    kv_blocks: int | None = None,
 ) -> dict[str, Any]:
     return {
         "engine": "vLLM",
         "engine_version": engine_version,
         "model": model,
         "block_size": block_size,
+        "kv_blocks": kv_blocks,
         "device": device,
         "base_url": base_url,
         "cpu_model": cpu_model(),

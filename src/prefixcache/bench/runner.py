@@ -30,6 +30,7 @@ from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
 from ..llm.models import LLMResponse, Message
+from ..llm.trace import TraceRecord, TraceWriter
 from ..llm.warming import Prefetcher, warm_messages
 from ..prompts.library import PromptLibrary
 from ..prompts.reference import reference_prompt
@@ -204,8 +205,11 @@ class Benchmark:
         *,
         on_request: ProgressFn | None = None,
         abort_after: int = 3,
+        trace: TraceWriter | None = None,
     ) -> None:
         self.llm = llm
+        #: every request sent (warm-ups and prefetches included) as a trace line
+        self.trace = trace
         self.inspector = inspector
         self.library = library
         self.block_size = block_size
@@ -318,6 +322,8 @@ class Benchmark:
             self._unreachable = 0
             if tokens is not None:
                 lane.seen.append(tokens)
+            if self.trace is not None:
+                self._trace(lane, messages, agent, salt, response, warmup, session, pass_no)
             content = response.content
             result = lane.row(
                 profile, max_tokens=max_tokens, index=index, warmup=warmup, response=response,
@@ -333,6 +339,25 @@ class Benchmark:
                 f"({result.error}); the run stopped, and the results so far are kept."
             )
         return result, content
+
+    def _trace(
+        self, lane: _Lane, messages: Sequence[Message], agent: str, salt: str,
+        response: LLMResponse, warmup: bool, session: int, pass_no: int,
+    ) -> None:  # fmt: skip
+        assert self.trace is not None
+        self.trace.write(
+            TraceRecord(
+                messages=tuple(messages), model=response.served_model, cache_salt=salt,
+                agent=agent, session=f"{lane.scenario}/{lane.arm.name}/{lane.repeat}/{session}",
+                time=time.time(), prompt_tokens=response.prompt_tokens,
+                cached_tokens=response.cached_tokens,
+                completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+                labels={
+                    "scenario": lane.scenario, "arm": lane.arm.name, "pass": str(pass_no),
+                    "repeat": str(lane.repeat), "warmup": "yes" if warmup else "no",
+                },
+            )
+        )  # fmt: skip
 
     async def _warm_up(self, lane: _Lane, agents: Sequence[str], predict: bool) -> None:
         """Prefill each distinct agent's static prefix once (max_tokens=1) under the lane's salt."""

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import PrefixCacheError
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
+from ..llm.trace import TraceWriter
 from ..prompts.library import PromptLibrary
 from ..settings import ClientSettings
 from .report import environment, grids, print_report, run_status, save
@@ -65,6 +66,7 @@ class BenchSession:
             env = environment(
                 engine_version=stats.version, model=cfg.model_name(), block_size=stats.block_size,
                 device=device, base_url=cfg.url, settings=settings, command=self.command,
+                kv_blocks=stats.num_blocks,
             )  # fmt: skip
             runs, interrupted = self._run(cfg, inspector, stats.block_size, settings)
         status = run_status(runs, settings, interrupted)
@@ -97,13 +99,14 @@ class BenchSession:
             holder: list[Benchmark] = []
 
             async def go() -> list[ArmRun]:
-                async with LLMInterface(cfg) as llm:
-                    runner = Benchmark(
-                        llm, inspector, self.library, block_size, on_request=tick,
-                        abort_after=settings.abort_after,
-                    )  # fmt: skip
-                    holder.append(runner)
-                    return await runner.run(settings)
+                with TraceWriter(self.out / "trace.jsonl") as trace:
+                    async with LLMInterface(cfg) as llm:
+                        runner = Benchmark(
+                            llm, inspector, self.library, block_size, on_request=tick,
+                            abort_after=settings.abort_after, trace=trace,
+                        )  # fmt: skip
+                        holder.append(runner)
+                        return await runner.run(settings)
 
             try:
                 return asyncio.run(go()), None

@@ -12,6 +12,7 @@ import typer
 from ..bench.scenarios import ARM_NAMES, DEFAULT_ARMS, SCENARIOS
 from ..bench.session import BenchSession
 from ..engine.local import free_port
+from ..llm.trace import write_trace
 from .common import BaseUrlOption, console, csv, err_console, handled, state
 from .engine import local_engine
 
@@ -152,4 +153,6 @@ def fleet_bench(
     folder = out or Path("results") / datetime.now().strftime("fleet-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fleet.md").write_text(grid.markdown())
+    with (folder / "trace.jsonl").open("w") as trace:
+        write_trace([r for run in runs for r in run.records], trace)
     console.print(f"report: {folder / 'fleet.md'}")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -26,6 +26,8 @@ class EngineCacheStats:
     #: requests finished and prompt tokens seen (for a fleet's balance)
     requests: float = 0.0
     prompt_tokens: float = 0.0
+    #: KV cache blocks of the engine (``num_gpu_blocks``, also on the CPU backend)
+    num_blocks: int | None = None
 
     @property
     def hit_rate(self) -> float | None:
@@ -36,6 +38,7 @@ def parse_engine_metrics(text: str) -> EngineCacheStats:
     """Sum ``vllm:prefix_cache_{queries,hits}_total`` over engines; read ``cache_config_info``."""
     queries = hits = requests = prompt_tokens = 0.0
     block_size: int | None = None
+    num_blocks: int | None = None
     enabled: bool | None = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -51,11 +54,14 @@ def parse_engine_metrics(text: str) -> EngineCacheStats:
                 labels = sample.labels
                 if labels.get("block_size", "").isdigit():
                     block_size = int(labels["block_size"])
+                if labels.get("num_gpu_blocks", "").isdigit():
+                    num_blocks = int(labels["num_gpu_blocks"])
                 if "enable_prefix_caching" in labels:
                     enabled = labels["enable_prefix_caching"].lower() == "true"
     return EngineCacheStats(
-        queries, hits, block_size, enabled, requests=requests, prompt_tokens=prompt_tokens
-    )
+        queries, hits, block_size, enabled, requests=requests, prompt_tokens=prompt_tokens,
+        num_blocks=num_blocks,
+    )  # fmt: skip
 
 
 class EngineInspector:
@@ -175,12 +181,4 @@ class EngineInspector:
                 "server?",
                 url=self.base_url,
             ) from exc
-        return EngineCacheStats(
-            stats.queries,
-            stats.hits,
-            stats.block_size,
-            stats.prefix_caching_enabled,
-            self.version(),
-            requests=stats.requests,
-            prompt_tokens=stats.prompt_tokens,
-        )
+        return replace(stats, version=self.version())
