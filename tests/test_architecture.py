@@ -24,8 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"prompts", "llm"},
     "diagnostics": {"prompts", "llm", "engine"},
     "bench": {"prompts", "llm", "engine"},
-    "service": {"prompts", "llm", "engine", "diagnostics"},
-    "cli": {"prompts", "llm", "engine", "diagnostics", "bench", "service"},
+    "service": {"prompts", "llm", "engine", "diagnostics", "analysis"},
+    "analysis": {"prompts", "llm", "engine"},
+    "cli": {"prompts", "llm", "engine", "diagnostics", "analysis", "bench", "service"},
 }
 BASE = {"errors", "settings", "_extras", "_version"}
 LAYERS = set(ALLOWED)

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from . import analyze, diagnose, engine, prompts, service
 from . import bench as bench_cmd
-from . import diagnose, engine, prompts, service
 from .common import CliState
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ engine.register(app)
 diagnose.register(app)
 bench_cmd.register(app)
 service.register(app)
+analyze.register(app)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -1,0 +1,81 @@
+"""Plain-text renderings of the analysis reports (Markdown); the terminal tables are the
+CLI's (rich), built from the same figures."""
+
+from __future__ import annotations
+
+from .explain import Break, ExplainReport, FamilySummary
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def snippet(text: str, limit: int = 90) -> str:
+    """One line, visible whitespace: ``\\n`` and ``\\r`` shown escaped."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def causes_text(summary: FamilySummary, n: int = 3) -> str:
+    return ", ".join(f"{cause} ({count})" for cause, count in summary.top_causes(n)) or "-"
+
+
+def break_title(b: Break) -> str:
+    return (
+        f"{b.family}: request {b.request + 1} (line {b.line}) vs request {b.reference + 1}, "
+        f"{b.cause.value}, {b.tokens_lost} tokens lost"
+    )
+
+
+def break_lines(b: Break) -> list[str]:
+    return [
+        f"at token {b.token}, message {b.message}, character {b.char}",
+        f"this request: …{snippet(b.before, 40)}⟦{snippet(b.after_ours, 70)}",
+        f"should match: …{snippet(b.before, 40)}⟦{snippet(b.after_theirs, 70)}",
+        f"changed: {snippet(b.ours, 60)!r} vs {snippet(b.theirs, 60)!r}",
+        f"fix: {b.cause.advice}",
+    ]
+
+
+def explain_markdown(report: ExplainReport, worst: int = 5) -> str:
+    total = report.total
+    out = [
+        "# Why requests missed the prefix cache",
+        "",
+        f"{total.requests} requests, {total.prompt_tokens} prompt tokens, block size "
+        f"{report.block_size}, tokens from {report.tokenizer or 'the trace'}.",
+        "",
+        f"- reusable (the hit rate with room for everything): **{pct(total.hit_rate)}**",
+        f"- measured (the trace's usage): {pct(total.measured_hit_rate)}",
+        f"- with the breaks fixed: {pct(total.fixed_hit_rate)} "
+        f"({total.tokens_lost} tokens lost in {total.breaks} breaks)",
+        "",
+        "| family | requests | hit rate | measured | breaks | tokens lost | if fixed "
+        "| top causes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for f in report.families:
+        out.append(
+            f"| {f.family.replace('|', '/')} | {f.requests} | {pct(f.hit_rate)} | "
+            f"{pct(f.measured_hit_rate)} | {f.breaks} | {f.tokens_lost} | "
+            f"{pct(f.fixed_hit_rate)} | {causes_text(f)} |"
+        )
+    breaks = report.worst(worst)
+    if breaks:
+        out += ["", "## Worst breaks", ""]
+        for n, b in enumerate(breaks, 1):
+            out.append(f"### {n}. {break_title(b)}")
+            out.append("")
+            out += [f"- `{line}`" if i in (1, 2) else f"- {line}" for i, line in
+                    enumerate(break_lines(b))]  # fmt: skip
+            out.append("")
+    else:
+        out += ["", "No breaks: every request kept what its family shares."]
+    seconds = report.tokenize_seconds + report.analyze_seconds
+    out += [
+        "",
+        f"Tokenize {report.tokenize_seconds:.2f} s, analyze {report.analyze_seconds:.2f} s "
+        f"({seconds:.2f} s).",
+        "",
+    ]
+    return "\n".join(out)

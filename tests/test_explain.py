@@ -1,0 +1,125 @@
+"""``explain`` on crafted traces: the break's position and cause, per cause, and what is
+not a break. Token ids here are the characters' code points (given in the trace, as a
+trace may carry its own ids); tests/integration/test_explain_live.py runs the same cases
+through a real vLLM server's tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prefixcache.analysis.explain import explain, realigned_tokens
+from prefixcache.analysis.render import explain_markdown
+from prefixcache.cli.app import app
+from prefixcache.llm.trace import TraceRecord, write_trace
+
+from .explain_cases import CASES, STATIC, Case
+
+BLOCK = 16
+
+
+def _ids(record: TraceRecord) -> list[int]:
+    """Character code points of the messages, with a marker per message (a 'template')."""
+    out: list[int] = []
+    for m in record.messages:
+        out += [1, *map(ord, str(m["content"])), 2]
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.cause)
+def test_each_cause_is_found_where_it_is(case: Case) -> None:
+    records = case.records()
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    (brk,) = report.breaks
+    assert brk.cause.value == case.cause
+    assert (brk.request, brk.reference, brk.message, brk.char) == (1, 0, 0, case.char)
+    assert brk.token == case.char + 1  # the message marker comes first
+    assert brk.tokens_lost >= len(STATIC) - 2 * BLOCK
+    assert report.families[0].causes == {case.cause: 1}
+    assert brk.before == case.first[max(0, case.char - 60) : case.char]
+
+
+def test_appending_a_turn_is_not_a_break() -> None:
+    first = TraceRecord(messages=({"role": "system", "content": STATIC},
+                                  {"role": "user", "content": "one"}), agent="a")  # fmt: skip
+    turn = ({"role": "assistant", "content": "ok"}, {"role": "user", "content": "two"})
+    second = dataclasses.replace(first, messages=(*first.messages, *turn))
+    records = [first, second]
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    assert report.breaks == []
+    shared = len(_ids(first))  # all of the first request
+    assert report.requests[1].shared_tokens == shared
+    assert report.requests[1].reusable_tokens == shared // BLOCK * BLOCK
+
+
+def test_reusable_is_block_aligned_and_never_the_last_token() -> None:
+    record = TraceRecord(messages=({"role": "user", "content": "x" * 62},), agent="a")
+    ids = _ids(record)  # 64 tokens: 4 full blocks
+    report = explain([record, record], [ids, ids], BLOCK)
+    assert [r.reusable_tokens for r in report.requests] == [0, 48]
+    assert report.breaks == []
+
+
+def test_salts_do_not_share() -> None:
+    case = CASES[0]
+    a, b = case.records()
+    b = dataclasses.replace(b, messages=a.messages, cache_salt="tenant-b")
+    report = explain([a, b], [_ids(a), _ids(b)], BLOCK)
+    assert report.requests[1].reusable_tokens == 0
+    assert report.breaks == []  # another salt is another family's cache, not a break
+
+
+def test_realign_counts_content_after_the_break() -> None:
+    ours = [9, 9, *range(100, 200)]
+    theirs = [7, *range(100, 200)]
+    assert realigned_tokens(ours, theirs, 0) == 100
+    assert realigned_tokens(list(range(500, 600)), theirs, 0) == 0
+
+
+def test_worst_breaks_and_markdown() -> None:
+    records = [r for case in CASES for r in case.records()]
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    assert len(report.breaks) == len(CASES)
+    worst = report.worst(3)
+    assert [b.tokens_lost for b in worst] == sorted((b.tokens_lost for b in worst), reverse=True)
+    text = explain_markdown(report)
+    for case in CASES:
+        assert f"case-{case.cause}" in text
+    data = report.to_json()
+    assert data["tokens_lost"] == sum(b.tokens_lost for b in report.breaks)
+    assert set(data["causes"]) == {c.cause for c in CASES}
+
+
+def test_cli_json_markdown_and_fail_under(tmp_path: Path) -> None:
+    records = [
+        dataclasses.replace(r, prompt_token_ids=tuple(_ids(r)))
+        for case in CASES for r in case.records()
+    ]  # fmt: skip
+    records += [
+        records[1],
+        records[1],
+    ]  # two repeats of the last request: reusable about 14% of the tokens
+    trace = tmp_path / "trace.jsonl"
+    with trace.open("w") as out:
+        write_trace(records, out)
+    runner = CliRunner()
+    base = ["explain", str(trace), "--block-size", "16"]
+    result = runner.invoke(app, [*base, "--format", "json", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["requests"] == len(records) and len(data["worst_breaks"]) == len(CASES)
+    result = runner.invoke(app, [*base, "--format", "markdown"])
+    assert result.exit_code == 0 and "Worst breaks" in result.output
+    assert 0.10 < data["hit_rate"] < 0.20
+    result = runner.invoke(app, [*base, "--fail-under", "20"])
+    assert result.exit_code == 1
+    assert "under --fail-under 20%" in result.output
+    assert runner.invoke(app, [*base, "--fail-under", "10"]).exit_code == 0
+    result = runner.invoke(app, [*base, "--label", "arm"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, [*base, "--label", "arm=naive"])
+    assert result.exit_code == 1 and "No record of the trace has the labels" in result.output
