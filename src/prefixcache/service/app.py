@@ -22,6 +22,7 @@ from .._version import __version__
 from ..errors import PrefixCacheError
 from ..settings import Settings
 from .api import router
+from .dashboard import router as dashboard_router
 from .errors import to_http
 from .migrate import upgrade_database
 from .state import ServiceState, build_state
@@ -96,6 +97,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         service = state or build_state(settings)
         upgrade_database(settings.service.resolved_database_url())
         await service.llm.__aenter__()
+        await service.prune_prompts()
         app.state.service = service
         try:
             yield
@@ -110,6 +112,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(dashboard_router)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

@@ -83,6 +83,19 @@ async def authenticate(db: AsyncSession, key: str) -> Principal | None:
     return Principal(key_id, user.tenant_id, user.name, tools)
 
 
+async def principal_for_key_id(db: AsyncSession, key_id: str) -> Principal | None:
+    """The principal of a key that is still valid, by its public id (for a signed
+    dashboard session, which holds the id, never the key)."""
+    row = await db.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return None
+    user = await db.get(User, row.user_id)
+    if user is None:
+        return None
+    tools = tuple(row.tools) if row.tools is not None else None
+    return Principal(key_id, user.tenant_id, user.name, tools)
+
+
 async def revoke_key(db: AsyncSession, key_id: str) -> bool:
     row = await db.get(ApiKey, key_id)
     if row is None or row.revoked_at is not None:

@@ -310,7 +310,9 @@ class Conversations:
             await asyncio.shield(self._failed(prepared, exc))
             raise
         await self._completed(prepared, response)
-        await self.record(principal, "chat", prepared.agent, prepared.tier, response)
+        await self.record(
+            principal, "chat", prepared.agent, prepared.tier, response, prepared.messages
+        )
         return ChatResponse(
             reply=response.content, session_id=prepared.session.id, agent_type=prepared.agent,
             tier=prepared.tier, finish_reason=response.finish_reason, cache=figures(response),
@@ -333,7 +335,10 @@ class Conversations:
                 if isinstance(event, LLMResponse):
                     finished = True
                     await asyncio.shield(self._completed(prepared, event))
-                    await self.record(principal, "chat", prepared.agent, prepared.tier, event)
+                    await self.record(
+                        principal, "chat", prepared.agent, prepared.tier, event,
+                        prepared.messages,
+                    )  # fmt: skip
                     yield _sse("done", {
                         "session_id": prepared.session.id, "finish_reason": event.finish_reason,
                         "cache": figures(event).model_dump(),
@@ -404,7 +409,7 @@ class Conversations:
             await asyncio.shield(self._finish_task(task.id, None, _describe(exc)))
             raise
         await self._finish_task(task.id, response, None)
-        await self.record(principal, "tasks", agent, tier, response)
+        await self.record(principal, "tasks", agent, tier, response, messages)
         return await self.get_task(principal, task.id)
 
     async def _finish_task(

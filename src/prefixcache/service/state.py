@@ -4,12 +4,15 @@ dependencies), never imported as globals."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..llm.interface import LLMInterface
@@ -17,12 +20,14 @@ from ..llm.metrics import CacheMetricsRecorder
 from ..prompts.library import PromptLibrary
 from ..settings import Settings
 from .auth import Principal
-from .db import CacheRecord, create_engine, session_factory, sqlite_path
+from .db import CacheRecord, create_engine, session_factory, sqlite_path, utcnow
 from .isolation import cache_salt, load_or_create_secret
 from .ratelimit import RateLimiter
 
 #: cache records are written in batches, at most this long after their request
 RECORD_FLUSH_S = 0.5
+#: recorded prompt text past its retention is removed at most this often
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -45,6 +50,8 @@ class ServiceState:
     #: cache records waiting for the next batched write (one transaction per batch)
     pending_records: list[CacheRecord] = field(default_factory=list)
     _writer: asyncio.Task[None] | None = None
+    #: monotonic time of the last removal of expired prompt text (0: never)
+    pruned_at: float = 0.0
 
     def add_record(self, record: CacheRecord) -> None:
         """Queue a cache record; a writer commits the queue every RECORD_FLUSH_S."""
@@ -63,6 +70,22 @@ class ServiceState:
         async with self.sessions() as db:
             db.add_all(batch)
             await db.commit()
+        if time.monotonic() - self.pruned_at > PRUNE_EVERY_S:
+            await self.prune_prompts()
+
+    async def prune_prompts(self) -> int:
+        """Forget recorded prompt text older than ``service.record_prompts_days`` (the
+        figures stay). Run at startup and at most hourly after that."""
+        self.pruned_at = time.monotonic()
+        cutoff = utcnow() - timedelta(days=self.settings.service.record_prompts_days)
+        async with self.sessions() as db:
+            result = await db.execute(
+                update(CacheRecord)
+                .where(CacheRecord.prompt.is_not(None), CacheRecord.created_at < cutoff)
+                .values(prompt=None)
+            )
+            await db.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` after the response (a record of figures); kept until done."""
