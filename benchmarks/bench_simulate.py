@@ -38,6 +38,7 @@ CLI = str(Path(sys.executable).parent / "prefixcache")
 SCENARIOS = ["single", "workflow", "multiturn"]
 ARMS = "naive,reference,optimized,aligned,warmed"
 FLEET_GIB = 2
+FLEET_SESSIONS = 8  # fleet-bench's concurrent sessions
 #: fleet-bench run name -> the simulator's policy
 FLEET_POLICIES = {
     "round_robin": Policy.ROUND_ROBIN,
@@ -62,10 +63,10 @@ def pct(x: float | None) -> str:
 
 def compare(
     name: str, records: list[TraceRecord], tokens: list[list[int]], block: int, blocks: int,
-    *, replicas: int = 1, policy: Policy = Policy.ROUND_ROBIN,
+    *, replicas: int = 1, policy: Policy = Policy.ROUND_ROBIN, concurrency: int = 1,
 ) -> dict[str, object]:  # fmt: skip
     report = simulate(requests_from_trace(records, tokens), block_size=block, num_blocks=blocks,
-                      replicas=replicas, policy=policy)  # fmt: skip
+                      replicas=replicas, policy=policy, concurrency=concurrency)  # fmt: skip
     measured = [r.cached_tokens or 0 for r in records]
     prompt = sum(len(t) for t in tokens)
     equal = sum(1 for r, m in zip(report.results, measured, strict=True) if r.cached_tokens == m)
@@ -126,7 +127,7 @@ def main() -> None:
             continue
         tokens, _ = tokenize_trace(records, tokenizer)
         rows.append(compare(f"fleet {run_name}", records, tokens, block, per_gib * FLEET_GIB,
-                            replicas=2, policy=policy))  # fmt: skip
+                            replicas=2, policy=policy, concurrency=FLEET_SESSIONS))  # fmt: skip
     (out / "validation.json").write_text(json.dumps(rows, indent=2) + "\n")
     exact = rows[0]["equal"] == rows[0]["requests"]
     within = all(float(r["gap_points"]) <= 2.0 for r in rows[1:])  # type: ignore[arg-type]

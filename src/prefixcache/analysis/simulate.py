@@ -45,12 +45,11 @@ from typing import Any
 from ..llm.trace import TraceRecord
 from .blocks import block_hashes, max_cacheable_blocks
 
-#: cache_aware: the share of the prompt a replica must hold to be chosen for its cache
-CACHE_THRESHOLD = 0.5
-#: cache_aware: recent requests that stand for in-flight load, and how far above the
-#: mean a replica's share may go before the least loaded replica is chosen instead
-LOAD_WINDOW = 64
-BALANCE_FACTOR = 1.5
+#: cache_aware, vllm-router's defaults: the share of the prompt a replica must hold to be
+#: chosen for its cache, and the load gap that switches to least-loaded routing
+CACHE_THRESHOLD = 0.3
+BALANCE_ABS = 64
+BALANCE_REL = 1.5
 
 
 class Policy(StrEnum):
@@ -244,7 +243,7 @@ class Simulator:
 
     def __init__(
         self, *, block_size: int, num_blocks: int, replicas: int = 1,
-        policy: Policy | str = Policy.ROUND_ROBIN, seed: int = 0,
+        policy: Policy | str = Policy.ROUND_ROBIN, seed: int = 0, concurrency: int = 1,
     ) -> None:  # fmt: skip
         if block_size <= 0:
             raise ValueError(f"block_size must be > 0 (got {block_size})")
@@ -252,6 +251,8 @@ class Simulator:
             raise ValueError(f"replicas must be >= 1 (got {replicas})")
         self.block_size = block_size
         self.num_blocks = num_blocks
+        #: requests in flight at once (cache_aware's load: the previous concurrency - 1)
+        self.concurrency = max(1, concurrency)
         self.policy = Policy(policy)
         self.pools = [BlockPool(num_blocks) for _ in range(replicas)]
         self._rng = random.Random(seed)
@@ -285,22 +286,28 @@ class Simulator:
         return self._cache_aware(hashes)
 
     def _cache_aware(self, hashes: Sequence[int]) -> int:
-        """The replica with the longest cached prefix when it matches at least
-        ``CACHE_THRESHOLD`` of the prompt and is not overloaded; else the least loaded.
-        Load is the requests routed among the last ``LOAD_WINDOW`` (a stand-in for the
-        router's in-flight counts, which a one-at-a-time replay does not have)."""
+        """vllm-router's ``cache_aware``: when the load is balanced, the replica with the
+        longest cached prefix if it covers more than ``CACHE_THRESHOLD`` of the prompt,
+        else the replica caching the least (most room); when unbalanced (max - min >
+        ``BALANCE_ABS`` and max > ``BALANCE_REL`` x min), the least loaded. The router
+        counts requests in flight; the replay stands for them with the previous
+        ``concurrency - 1`` requests, and (as the router does) sends a request to an idle
+        replica first."""
         n = len(self.pools)
         recent = self._recent
         load = [recent.count(r) for r in range(n)]
-        least = min(range(n), key=lambda r: (load[r], self._requests[r], r))
-        best = max(range(n), key=lambda r: (self.pools[r].cached_prefix(hashes), -load[r], -r))
-        matched = self.pools[best].cached_prefix(hashes)
-        ratio = matched / len(hashes) if hashes else 0.0
-        mean = len(recent) / n if recent else 0.0
-        overloaded = load[best] > BALANCE_FACTOR * mean + 1
-        choice = best if ratio >= CACHE_THRESHOLD and not overloaded else least
+        idle = [r for r in range(n) if load[r] == 0]
+        if idle and self.concurrency > 1:  # an idle replica first, the one caching least
+            choice = min(idle, key=lambda r: (self.pools[r].cached_blocks, r))
+        elif max(load) - min(load) > BALANCE_ABS and max(load) > BALANCE_REL * min(load):
+            choice = min(range(n), key=lambda r: (load[r], r))
+        else:
+            best = max(range(n), key=lambda r: (self.pools[r].cached_prefix(hashes), -r))
+            ratio = self.pools[best].cached_prefix(hashes) / len(hashes) if hashes else 0.0
+            choice = best if ratio > CACHE_THRESHOLD else min(
+                range(n), key=lambda r: (self.pools[r].cached_blocks, r))  # fmt: skip
         recent.append(choice)
-        if len(recent) > LOAD_WINDOW:
+        if len(recent) > max(self.concurrency - 1, 0):
             recent.pop(0)
         return choice
 
@@ -375,11 +382,12 @@ def requests_from_trace(
 
 def simulate(
     requests: Sequence[SimRequest], *, block_size: int, num_blocks: int, replicas: int = 1,
-    policy: Policy | str = Policy.ROUND_ROBIN, seed: int = 0,
+    policy: Policy | str = Policy.ROUND_ROBIN, seed: int = 0, concurrency: int = 1,
 ) -> SimReport:  # fmt: skip
     sim = Simulator(
-        block_size=block_size, num_blocks=num_blocks, replicas=replicas, policy=policy, seed=seed
-    )
+        block_size=block_size, num_blocks=num_blocks, replicas=replicas, policy=policy,
+        seed=seed, concurrency=concurrency,
+    )  # fmt: skip
     for request in requests:
         sim.replay(request)
     return sim.report()

@@ -284,6 +284,13 @@ def simulate_cmd(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random policy.")] = 0,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Requests in flight at once (cache_aware's load: the previous N-1 requests).",
+        ),
+    ] = 1,
     fmt: FormatOpt = Format.TABLE,
     out: OutOpt = None,
 ) -> None:
@@ -333,6 +340,7 @@ def simulate_cmd(
                 replicas=replicas,
                 policy=p,
                 seed=seed,
+                concurrency=concurrency,
             )
             for _name, blocks in sizes
             for p in policies
