@@ -26,10 +26,11 @@ align-items:baseline;flex-wrap:wrap}
 header h1{font-size:18px;margin:0}header .big{font-size:26px;font-weight:600}
 main{padding:16px 24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));
 gap:16px}
-section{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px #0001}
+section{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px #0001;
+overflow-x:auto}section.wide{grid-column:1/-1}
 h2{font-size:15px;margin:4px 0 10px}table{border-collapse:collapse;width:100%}
 th,td{padding:4px 6px;text-align:right;border-bottom:1px solid #eef0f3;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}th{font-weight:600;color:#5b6475}
+th:first-child,td:first-child{text-align:left}td.url{white-space:normal;word-break:break-all}th{font-weight:600;color:#5b6475}
 .below{color:#b42318;font-weight:600}.within{color:#067647}.above{color:#175cd3}
 .muted{color:#6b7280}.note{color:#6b7280;font-size:13px;margin:6px 0 0}
 .brk{border-top:1px solid #eef0f3;padding:8px 0}.brk code{background:#f3f4f6;padding:1px 4px;
@@ -137,7 +138,7 @@ def ttft_chart(series: Sequence[TtftPoint], width: int = 600, height: int = 200)
     legend = ('<div class="legend"><span><i class="sw" style="background:#2e90fa"></i>p50'
               '</span><span><i class="sw" style="background:#f79009"></i>p95</span>'
               f'<span class="muted">{sum(p.requests for p in series)} requests, '
-              f"{n} minutes</span></div>")  # fmt: skip
+              f"{n} minute{'s' if n != 1 else ''}</span></div>")  # fmt: skip
     return "".join(out) + legend
 
 
@@ -146,13 +147,13 @@ def replica_table(replicas: Sequence[ReplicaFigures], router: bool) -> str:
     for n, r in enumerate(replicas):
         problem = f' <span class="below">{escape(r.problem)}</span>' if r.problem else ""
         rows.append(
-            f'<tr class="replica" data-key="{escape(r.url)}"><td>{n + 1}. {escape(r.url)}'
+            f'<tr class="replica" data-key="{escape(r.url)}"><td class="url">{n + 1}. {escape(r.url)}'
             f"{problem}</td>"
             f'<td class="replica-requests">{"-" if r.requests is None else f"{r.requests:.0f}"}</td>'
             f'<td class="replica-hits">{"-" if r.hits is None else f"{r.hits:,.0f}"}</td>'
             f'<td class="replica-queries">{"-" if r.queries is None else f"{r.queries:,.0f}"}</td>'
             f'<td class="replica-hit-rate">{pct(r.hit_rate)}</td>'
-            f"<td>{hit_bar(r.hit_rate, None, 120)}</td></tr>"
+            f"<td>{hit_bar(r.hit_rate, None, 70)}</td></tr>"
         )
     where = "replicas behind vllm-router" if router else "one engine (no router)"
     return (
@@ -198,12 +199,12 @@ def page(data: DashboardData, refresh: int) -> str:
 <span class="muted">{data.generated_at:%Y-%m-%d %H:%M:%S} UTC{f", every {refresh} s" if refresh > 0 else ""}</span>
 <form class="inline" method="post" action="/dashboard/logout"><button>Sign out</button></form>
 </header><main>
-<section><h2>Hit rate per agent, against the tier's expected range</h2>{group_table("agent", s.by_agent)}</section>
-<section><h2>Hit rate per tier</h2>{group_table("tier", s.by_tier)}
+<section class="wide"><h2>Hit rate per agent, against the tier's expected range</h2>{group_table("agent", s.by_agent)}</section>
+<section class="wide"><h2>Hit rate per tier</h2>{group_table("tier", s.by_tier)}
 <p class="note">Bars: measured hit rate (blue) over the expected range (green).</p></section>
 <section><h2>TTFT per minute (last hour)</h2>{ttft_chart(data.series)}</section>
 <section><h2>Prefix cache per replica</h2>{replica_table(data.replicas, data.router)}</section>
-<section style="grid-column:1/-1"><h2>Latest cache breaks</h2>{breaks_html(data)}</section>
+<section class="wide"><h2>Latest cache breaks</h2>{breaks_html(data)}</section>
 </main></body></html>
 """
 
