@@ -300,19 +300,16 @@ def simulate_cmd(
     records, tokens, _tok_s, block, server_blocks, source = _load(
         cli, trace, label or [], base_url, tokenizer, block_size
     )
-    sizes: list[tuple[str, int]] = [(f"{b} blocks", b) for b in kv_blocks_opt or []]
+    sizes: list[int] = list(kv_blocks_opt or [])
     if kv_gib:
         if kv_bytes_per_token is None:
             raise typer.BadParameter("--kv-gib needs --kv-bytes-per-token")
         sizes += [
-            (
-                f"{g:g} GiB",
-                kv_blocks(kv_bytes=g * 2**30, bytes_per_token=kv_bytes_per_token, block_size=block),
-            )
+            kv_blocks(kv_bytes=g * 2**30, bytes_per_token=kv_bytes_per_token, block_size=block)
             for g in kv_gib
         ]
     if not sizes and server_blocks:
-        sizes = [(f"{server_blocks} blocks (server)", server_blocks)]
+        sizes = [server_blocks]
     if not sizes:
         raise typer.BadParameter(
             "Give the KV space: --kv-blocks N, or --kv-gib G with --kv-bytes-per-token B, or "
@@ -342,7 +339,7 @@ def simulate_cmd(
                 seed=seed,
                 concurrency=concurrency,
             )
-            for _name, blocks in sizes
+            for blocks in sizes
             for p in policies
         ]
     except MemoryError as exc:
