@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from prefixcache import ClientSettings, LLMInterface, PromptLibrary, warm_prefixes
@@ -17,6 +19,8 @@ from prefixcache.engine.fleet import Fleet, fleet_figures
 from prefixcache.engine.local import free_port
 from prefixcache.llm.models import Message
 from prefixcache.settings import FleetSettings, VLLMConfig, default_home
+
+from .service_process import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
@@ -97,6 +101,30 @@ def test_sessions_stay_on_their_replica_and_warming_reaches_all(fleet: Fleet) ->
     assert all(r is not None and r["requests"] > 0 for r in figures.replicas)  # both used
     assert figures.hit_rate is not None and figures.hit_rate > 0.8
     assert figures.balance_requests is not None and figures.balance_requests <= 1.5
+
+
+def test_the_dashboard_shows_each_replica_behind_the_router(fleet: Fleet, tmp_path: Path) -> None:
+    """A service in front of the router: /dashboard lists both replicas (found through
+    vllm-router's /list_workers) with each one's own prefix cache counters."""
+    proc = ServiceProcess(tmp_path, fleet.router_url, rate_limit_per_minute=0)
+    proc.start()
+    try:
+        key = proc.key("fleet", "ops")
+        page = httpx.get(f"{proc.url}/dashboard?refresh=0", timeout=60,
+                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        stats = fleet.replica_stats()  # no traffic in between: the same counters
+    finally:
+        proc.stop()
+    assert page.status_code == 200, page.text[:500]
+    assert "replicas behind vllm-router" in page.text
+    rows = dict(re.findall(
+        r'<tr class="replica" data-key="([^"]+)">.*?<td class="replica-hits">([^<]+)</td>',
+        page.text,
+    ))  # fmt: skip
+    assert sorted(rows) == sorted(r.base_url for r in fleet.replicas)
+    for replica, figures in zip(fleet.replicas, stats, strict=True):
+        assert figures is not None and figures.hits > 0
+        assert rows[replica.base_url] == f"{figures.hits:,.0f}"
 
 
 def test_a_stopped_replica_moves_its_sessions_without_errors(fleet: Fleet) -> None:
