@@ -123,3 +123,31 @@ def test_cli_json_markdown_and_fail_under(tmp_path: Path) -> None:
     assert result.exit_code == 2
     result = runner.invoke(app, [*base, "--label", "arm=naive"])
     assert result.exit_code == 1 and "No record of the trace has the labels" in result.output
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.cause)
+def test_without_agent_labels_the_longest_line_makes_the_family(case: Case) -> None:
+    a, b = case.records()
+    other = TraceRecord(messages=({"role": "system", "content": "Another prompt. " * 40},))
+    records = [dataclasses.replace(r, agent=None) for r in (a, other, b)]
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    (brk,) = report.breaks  # b is compared with a, not with the later `other`
+    assert (brk.request, brk.reference, brk.cause.value) == (2, 0, case.cause)
+    assert len(report.families) == 2
+    assert all(f.family.startswith("[system ") for f in report.families)
+
+
+def test_a_timestamp_in_the_longest_line_keeps_one_family() -> None:
+    lines = [f"{STATIC} Now: 2026-11-27T10:0{n}:00Z" for n in (1, 2)]
+    records = [TraceRecord(messages=({"role": "system", "content": x},)) for x in lines]
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    assert len(report.families) == 1
+
+
+def test_cli_names_a_missing_tokenizer(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    with trace.open("w") as out:
+        write_trace(CASES[0].records(), out)  # no token ids: a tokenizer is needed
+    result = CliRunner().invoke(app, ["explain", str(trace), "--tokenizer", str(tmp_path / "no")])
+    assert result.exit_code == 1
+    assert "is not a model folder" in result.output and "--base-url" in result.output

@@ -7,7 +7,8 @@ For every request, in trace order:
    so a trace costs time linear in its tokens), never the last prompt token's block.
    That is what an engine with room for everything would report as cached.
 2. **The request it should have matched**: the latest earlier request of its *family*
-   (same agent label; without one, same start of the first message).
+   (same agent label; without one, the same longest line of the first message, numbers
+   and hex ids masked).
 3. **The break**: the first token where the two differ. If the texts *realign* after it,
    i.e. the same content continues in both (the static prompt after a timestamp, the
    rest of a tool list after two swapped items), those tokens were lost to the break: a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,14 +61,20 @@ def message_text(message: Message) -> str:
     return json.dumps(content, sort_keys=True)
 
 
+_VOLATILE = re.compile(r"[0-9a-fA-F]{6,}|\d+")
+
+
 def family_of(record: TraceRecord) -> str:
-    """The agent label, or (without one) a label for the start of the first message."""
+    """The agent label; without one, the first message's longest line (where a prompt's
+    static instructions usually are), its numbers and hex ids masked, so that requests
+    differing only in a timestamp, an id or a short dynamic line stay one family."""
     if record.agent:
         return record.agent
-    start = message_text(record.messages[0])[:200]
-    digest = hashlib.sha1(start.encode("utf-8", "surrogatepass")).hexdigest()[:6]
-    words = " ".join(start.split())[:28]
-    return f"[{record.messages[0].get('role', '?')} {digest}] {words}"
+    text = message_text(record.messages[0])
+    line = max(text.splitlines() or [""], key=len)
+    key = " ".join(_VOLATILE.sub("#", line).split())[:200]
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return f"[{record.messages[0].get('role', '?')} {digest}] {key[:28]}"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ...llm.inspector import parse_engine_metrics
 from ...llm.metrics import percentile
 from ...llm.trace import TraceRecord
 from ..db import CacheRecord, utcnow
+from ..export import salt_label
 from ..protocol import StatsResponse
 from ..state import ServiceState
 from ..stats import summarize
@@ -144,11 +145,12 @@ class BreakExplainer:
         recorded = [r for r in rows if r.prompt][-BREAK_WINDOW:]
         if not recorded:
             return []
+        isolation = self.state.settings.service.cache_isolation
         records = [
             TraceRecord(
                 messages=tuple(json.loads(r.prompt or "[]")),
                 agent=r.agent_type,
-                cache_salt="tenant",
+                cache_salt=salt_label(r, isolation),
                 line=r.id,
             )
             for r in recorded
