@@ -64,6 +64,32 @@ def test_reusable_is_block_aligned_and_never_the_last_token() -> None:
     assert report.breaks == []
 
 
+def test_the_first_of_an_agent_breaks_against_another_agent_sharing_its_layers() -> None:
+    """A naive layout: each agent's dynamic context first, then base layers all agents
+    share. The first request of agent b has no earlier b, but lost the shared layers."""
+    a = TraceRecord(messages=({"role": "system", "content": f"User: Alice\n{STATIC}"},), agent="a")
+    b = TraceRecord(messages=({"role": "system", "content": f"User: Bob\n{STATIC}"},), agent="b")
+    report = explain([a, b], [_ids(a), _ids(b)], BLOCK)
+    (brk,) = report.breaks
+    assert (brk.family, brk.reference_family, brk.cause.value) == ("b", "a", "other")
+    assert brk.tokens_lost > len(STATIC) - BLOCK
+
+
+def test_agents_that_differ_after_shared_layers_are_not_breaks() -> None:
+    """The optimized layout: shared base, then each agent's own role, then a suffix that
+    happens to be alike. Little realigns: no break for the first request of b."""
+    suffix = "## Dynamic Context\nUser: Alice\nTools: file_read, file_write\n" * 2
+    a = TraceRecord(
+        messages=({"role": "system", "content": STATIC + "Role A. " * 60 + suffix},), agent="a"
+    )
+    b = TraceRecord(
+        messages=({"role": "system", "content": STATIC + "Role B! " * 60 + suffix},), agent="b"
+    )
+    report = explain([a, b], [_ids(a), _ids(b)], BLOCK)
+    assert report.breaks == []
+    assert report.requests[1].reusable_tokens >= len(STATIC) - BLOCK
+
+
 def test_salts_do_not_share() -> None:
     case = CASES[0]
     a, b = case.records()
@@ -80,8 +106,13 @@ def test_realign_counts_content_after_the_break() -> None:
     assert realigned_tokens(list(range(500, 600)), theirs, 0) == 0
 
 
+def _separate(cases: list[Case]) -> list[TraceRecord]:
+    """Every case's two requests, each case under its own salt (they share STATIC)."""
+    return [dataclasses.replace(r, cache_salt=c.cause) for c in cases for r in c.records()]
+
+
 def test_worst_breaks_and_markdown() -> None:
-    records = [r for case in CASES for r in case.records()]
+    records = _separate(CASES)
     report = explain(records, [_ids(r) for r in records], BLOCK)
     assert len(report.breaks) == len(CASES)
     worst = report.worst(3)
@@ -95,14 +126,8 @@ def test_worst_breaks_and_markdown() -> None:
 
 
 def test_cli_json_markdown_and_fail_under(tmp_path: Path) -> None:
-    records = [
-        dataclasses.replace(r, prompt_token_ids=tuple(_ids(r)))
-        for case in CASES for r in case.records()
-    ]  # fmt: skip
-    records += [
-        records[1],
-        records[1],
-    ]  # two repeats of the last request: reusable about 14% of the tokens
+    records = [dataclasses.replace(r, prompt_token_ids=tuple(_ids(r))) for r in _separate(CASES)]
+    records += [records[1], records[1]]  # two repeats: reusable about 14% of the tokens
     trace = tmp_path / "trace.jsonl"
     with trace.open("w") as out:
         write_trace(records, out)

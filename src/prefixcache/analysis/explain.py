@@ -13,7 +13,10 @@ For every request, in trace order:
    i.e. the same content continues in both (the static prompt after a timestamp, the
    rest of a tool list after two swapped items), those tokens were lost to the break: a
    layout that kept the changing part after them would have had them cached. A request
-   that only appends new content (the next turn) has no break.
+   that only appends new content (the next turn) has no break. The first request of a
+   family is compared with the latest request under its salt (another agent) and
+   breaks only if at least half of it realigns (layers agents share, after a dynamic
+   block).
 
 The break is placed by token, by message index and character offset, shown with the
 text around it on both sides, and given a cause (see ``causes``).
@@ -95,6 +98,8 @@ class Break:
     after_ours: str
     after_theirs: str
     tokens_lost: int  # tokens after the break that both have: cacheable but for the break
+    #: the reference's family (another one when this request is the first of its own)
+    reference_family: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -275,7 +280,7 @@ def _locate(ours: Sequence[Message], theirs: Sequence[Message]) -> tuple[int, in
 
 def describe_break(
     record: TraceRecord, reference: TraceRecord, *, index: int, ref_index: int, family: str,
-    token: int, lost: int,
+    token: int, lost: int, reference_family: str = "",
 ) -> Break:  # fmt: skip
     """The break between ``record`` and ``reference``: where, the text, the cause."""
     m, char = _locate(record.messages, reference.messages)
@@ -293,7 +298,31 @@ def describe_break(
         message=m, char=char, cause=diff_cause, ours=ours, theirs=theirs,
         before=a[max(0, char - CONTEXT_BEFORE) : char],
         after_ours=a[char : char + CONTEXT_AFTER], after_theirs=b[char : char + CONTEXT_AFTER],
-        tokens_lost=lost,
+        tokens_lost=lost, reference_family=reference_family or family,
+    )  # fmt: skip
+
+
+def _break_against(
+    records: Sequence[TraceRecord], tokens: Sequence[Sequence[int]],
+    hashes_of: Sequence[Sequence[int]], i: int, ref: int, family: str, block_size: int,
+    need: int,
+) -> Break | None:  # fmt: skip
+    """Request ``i``'s break against request ``ref``, if at least ``need`` tokens realign."""
+    toks, ref_toks = tokens[i], tokens[ref]
+    hashes, ref_hashes = hashes_of[i], hashes_of[ref]
+    same = 0
+    while same < min(len(hashes), len(ref_hashes)) and hashes[same] == ref_hashes[same]:
+        same += 1
+    start = same * block_size
+    token = start + common_prefix_len(toks[start:], ref_toks[start:])
+    if token >= len(toks) or token >= len(ref_toks):
+        return None  # one is a prefix of the other: an append, not a break
+    lost = realigned_tokens(toks, ref_toks, token)
+    if lost < need:
+        return None
+    return describe_break(
+        records[i], records[ref], index=i, ref_index=ref, family=family, token=token,
+        lost=lost, reference_family=family_of(records[ref]),
     )  # fmt: skip
 
 
@@ -314,6 +343,7 @@ def explain(
     threshold = block_size if min_lost is None else min_lost
     owner: dict[int, int] = {}  # block hash -> latest request that had it
     last_of_family: dict[tuple[str | None, str], int] = {}
+    last_of_salt: dict[str | None, int] = {}
     hashes_of: list[list[int]] = []
     out: list[RequestExplanation] = []
     families: dict[str, FamilySummary] = {}
@@ -335,24 +365,18 @@ def explain(
             shared = start + common_prefix_len(toks[start:], tokens[best][start:])
         brk: Break | None = None
         ref = last_of_family.get((salt, family))
+        need = max(threshold, 1)
+        if ref is None:
+            # the first of its family: compared with the latest request under its salt,
+            # it breaks only if most of it (shared layers after a dynamic block) realigns
+            ref = last_of_salt.get(salt)
+            need = max(need, len(toks) // 2)
         if ref is not None:
-            ref_toks = tokens[ref]
-            ref_hashes = hashes_of[ref]
-            same = 0
-            while same < min(len(hashes), len(ref_hashes)) and hashes[same] == ref_hashes[same]:
-                same += 1
-            start = same * block_size
-            token = start + common_prefix_len(toks[start:], ref_toks[start:])
-            if token < len(toks) and token < len(ref_toks):
-                lost = realigned_tokens(toks, ref_toks, token)
-                if lost >= max(threshold, 1):
-                    brk = describe_break(
-                        record, records[ref], index=i, ref_index=ref, family=family,
-                        token=token, lost=lost,
-                    )  # fmt: skip
+            brk = _break_against(records, tokens, hashes_of, i, ref, family, block_size, need)
         for h in hashes:
             owner[h] = i
         last_of_family[(salt, family)] = i
+        last_of_salt[salt] = i
         out.append(
             RequestExplanation(
                 index=i, line=record.line, family=family, salt=salt, prompt_tokens=len(toks),

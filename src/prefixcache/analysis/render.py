@@ -21,9 +21,10 @@ def causes_text(summary: FamilySummary, n: int = 3) -> str:
 
 
 def break_title(b: Break) -> str:
+    other = f" ({b.reference_family})" if b.reference_family not in ("", b.family) else ""
     return (
-        f"{b.family}: request {b.request + 1} (line {b.line}) vs request {b.reference + 1}, "
-        f"{b.cause.value}, {b.tokens_lost} tokens lost"
+        f"{b.family}: request {b.request + 1} (line {b.line}) vs request {b.reference + 1}"
+        f"{other}, {b.cause.value}, {b.tokens_lost} tokens lost"
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
+from ...analysis.explain import Break
 from ...analysis.render import snippet
 from ...errors import ConfigError
 from ...prompts.tiers import parse_hit_range
@@ -164,6 +165,10 @@ def replica_table(replicas: Sequence[ReplicaFigures], router: bool) -> str:
     )
 
 
+def _of(brk: Break) -> str:
+    return f" ({brk.reference_family})" if brk.reference_family not in ("", brk.family) else ""
+
+
 def breaks_html(data: DashboardData) -> str:
     out = []
     for brk, row in data.breaks:
@@ -174,7 +179,7 @@ def breaks_html(data: DashboardData) -> str:
             f"lost · token {brk.token}, message {brk.message}, character {brk.char}</span><br>"
             f"this request: <code>…{escape(snippet(brk.before, 40))}⟦"
             f"{escape(snippet(brk.after_ours, 60))}</code><br>"
-            f"previous: <code>…{escape(snippet(brk.before, 40))}⟦"
+            f"previous{escape(_of(brk))}: <code>…{escape(snippet(brk.before, 40))}⟦"
             f"{escape(snippet(brk.after_theirs, 60))}</code><br>"
             f'changed: <code class="ours">{escape(snippet(brk.ours, 60))}</code> was '
             f'<code class="theirs">{escape(snippet(brk.theirs, 60))}</code><br>'
