@@ -88,12 +88,9 @@ async def run_sessions(
                 continue
             run.requests += 1
             run.records.append(
-                TraceRecord(
-                    messages=tuple(messages), model=response.served_model,
-                    cache_salt=request_salt, agent=agent, session=session_id, time=time.time(),
-                    prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
-                    completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
-                    labels={"run": run.name},
+                TraceRecord.from_response(
+                    messages, response, cache_salt=request_salt, agent=agent,
+                    session=session_id, labels={"run": run.name},
                 )
             )  # fmt: skip
             run.prompt_tokens += response.prompt_tokens

@@ -346,12 +346,9 @@ class Benchmark:
     ) -> None:  # fmt: skip
         assert self.trace is not None
         self.trace.write(
-            TraceRecord(
-                messages=tuple(messages), model=response.served_model, cache_salt=salt,
-                agent=agent, session=f"{lane.scenario}/{lane.arm.name}/{lane.repeat}/{session}",
-                time=time.time(), prompt_tokens=response.prompt_tokens,
-                cached_tokens=response.cached_tokens,
-                completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+            TraceRecord.from_response(
+                messages, response, cache_salt=salt, agent=agent,
+                session=f"{lane.scenario}/{lane.arm.name}/{lane.repeat}/{session}",
                 labels={
                     "scenario": lane.scenario, "arm": lane.arm.name, "pass": str(pass_no),
                     "repeat": str(lane.repeat), "warmup": "yes" if warmup else "no",

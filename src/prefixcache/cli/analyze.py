@@ -481,7 +481,7 @@ def synth_trace_cmd(
     """Write a synthetic trace of the guide's agents (every agent type, many sessions,
     multi-turn) for `prefixcache simulate` projections; nothing is sent anywhere."""
     from ..bench.synth import SynthSettings, synth_trace
-    from ..llm.trace import write_trace
+    from ..llm.trace import save_trace
 
     if layout not in ("optimized", "naive"):
         raise typer.BadParameter(f"--layout: optimized or naive (got {layout!r})")
@@ -490,9 +490,7 @@ def synth_trace_cmd(
         attachment_words=attachment_words, layout=layout, seed=seed,  # type: ignore[arg-type]
     )  # fmt: skip
     records = synth_trace(state(ctx).library, settings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
-        write_trace(records, handle)
+    save_trace(out, records)
     agents = len({r.agent for r in records})
     err_console.print(
         f"wrote {len(records)} requests ({sessions} sessions, {agents} agents) to {out}"

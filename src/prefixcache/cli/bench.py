@@ -12,7 +12,7 @@ import typer
 from ..bench.scenarios import ARM_NAMES, DEFAULT_ARMS, SCENARIOS
 from ..bench.session import BenchSession
 from ..engine.local import free_port
-from ..llm.trace import write_trace
+from ..llm.trace import save_trace
 from .common import BaseUrlOption, console, csv, err_console, handled, state
 from .engine import local_engine
 
@@ -153,6 +153,5 @@ def fleet_bench(
     folder = out or Path("results") / datetime.now().strftime("fleet-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fleet.md").write_text(grid.markdown())
-    with (folder / "trace.jsonl").open("w") as trace:
-        write_trace([r for run in runs for r in run.records], trace)
+    save_trace(folder / "trace.jsonl", [r for run in runs for r in run.records])
     console.print(f"report: {folder / 'fleet.md'}")

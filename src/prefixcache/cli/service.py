@@ -156,7 +156,7 @@ def export_trace(
     """Write the requests the service recorded (service.record_prompts) as a trace for
     `prefixcache explain` and `prefixcache simulate`."""
     _require_service()
-    from ..llm.trace import write_trace
+    from ..llm.trace import save_trace
     from ..service.export import recorded_trace
 
     isolation = state(ctx).settings.service.cache_isolation
@@ -169,7 +169,4 @@ def export_trace(
             "service.record_prompts_days days)"
         )
         raise typer.Exit(1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
-        write_trace(records, handle)
-    err_console.print(f"wrote {len(records)} requests to {out}")
+    err_console.print(f"wrote {len(records)} requests to {save_trace(out, records)}")

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import time as clock
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PrefixCacheError
-from .models import Message
+from .models import LLMResponse, Message
 
 
 class TraceError(PrefixCacheError, ValueError):
@@ -53,6 +54,20 @@ class TraceRecord:
     labels: Mapping[str, str] | None = None
     #: 1-based line in the trace file (0: built in memory)
     line: int = 0
+
+    @classmethod
+    def from_response(
+        cls, messages: Sequence[Message], response: LLMResponse, *, cache_salt: str | None,
+        agent: str | None, session: str | None, labels: Mapping[str, str] | None = None,
+    ) -> TraceRecord:  # fmt: skip
+        """A request just answered, with the server's figures, stamped now."""
+        return cls(
+            messages=tuple(messages), model=response.served_model, cache_salt=cache_salt,
+            agent=agent, session=session, time=clock.time(),
+            prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
+            completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+            labels=labels,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}
@@ -186,9 +201,22 @@ def read_trace(path: str | Path) -> list[TraceRecord]:
     return records
 
 
+def _line(record: TraceRecord) -> str:
+    return json.dumps(record.to_json(), ensure_ascii=False) + "\n"
+
+
 def write_trace(records: Sequence[TraceRecord], out: IO[str]) -> None:
     for record in records:
-        out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        out.write(_line(record))
+
+
+def save_trace(path: str | Path, records: Sequence[TraceRecord]) -> Path:
+    """Write ``records`` as a JSONL trace file (its folder created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        write_trace(records, out)
+    return path
 
 
 class TraceWriter:
@@ -203,7 +231,7 @@ class TraceWriter:
     def write(self, record: TraceRecord) -> None:
         if self._handle is None:
             raise TraceError(f"{self.path}: the trace writer is closed")
-        self._handle.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        self._handle.write(_line(record))
         self._handle.flush()
 
     def close(self) -> None:
