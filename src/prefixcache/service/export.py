@@ -37,6 +37,7 @@ def to_trace(rows: Sequence[CacheRecord], isolation: str) -> list[TraceRecord]:
                 time=row.created_at.timestamp(), prompt_tokens=row.prompt_tokens,
                 cached_tokens=row.cached_tokens, ttft=row.ttft,
                 labels={"tenant": row.tenant_id, "endpoint": row.endpoint, "tier": row.tier},
+                line=row.id,  # the record's id (not written to a file)
             )
         )  # fmt: skip
     return out

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,12 +23,12 @@ from sqlalchemy import select
 
 from ...analysis.explain import Break, explain
 from ...analysis.tokenize import ServerTokenizer
+from ...diagnostics.doctor import workers_in
 from ...errors import PrefixCacheError
 from ...llm.inspector import parse_engine_metrics
 from ...llm.metrics import percentile
-from ...llm.trace import TraceRecord
 from ..db import CacheRecord, utcnow
-from ..export import salt_label
+from ..export import to_trace
 from ..protocol import StatsResponse
 from ..state import ServiceState
 from ..stats import summarize
@@ -100,13 +98,10 @@ def ttft_series(rows: Sequence[CacheRecord], now: datetime) -> list[TtftPoint]:
 async def replica_figures(http: httpx.AsyncClient, url: str) -> tuple[bool, list[ReplicaFigures]]:
     """(is a router, figures per replica) from the engine's or the router's workers'
     ``/metrics``."""
-    workers: list[str] = []
     try:
-        answer = await http.get(f"{url}/list_workers", timeout=3)
-        if answer.status_code == 200 and "json" in answer.headers.get("content-type", ""):
-            workers = sorted(set(re.findall(r"https?://[A-Za-z0-9.\-\[\]:]+", answer.text)))
+        workers = workers_in(await http.get(f"{url}/list_workers", timeout=3))
     except httpx.HTTPError:
-        pass
+        workers = []
     targets = workers or [url]
 
     async def one(target: str) -> ReplicaFigures:
@@ -145,16 +140,7 @@ class BreakExplainer:
         recorded = [r for r in rows if r.prompt][-BREAK_WINDOW:]
         if not recorded:
             return []
-        isolation = self.state.settings.service.cache_isolation
-        records = [
-            TraceRecord(
-                messages=tuple(json.loads(r.prompt or "[]")),
-                agent=r.agent_type,
-                cache_salt=salt_label(r, isolation),
-                line=r.id,
-            )
-            for r in recorded
-        ]
+        records = to_trace(recorded, self.state.settings.service.cache_isolation)
         todo = [i for i, r in enumerate(recorded) if r.id not in self._tokens]
         if todo:
             encoded = await self.tokenizer.encode_chats_async([records[i].messages for i in todo])

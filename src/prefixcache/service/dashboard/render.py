@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from html import escape
 
 from ...analysis.explain import Break
-from ...analysis.render import snippet
+from ...analysis.render import pct, snippet
 from ...errors import ConfigError
 from ...prompts.tiers import parse_hit_range
 from ..protocol import GroupStats
@@ -42,10 +42,6 @@ padding:0 8px;font-size:12px;margin-left:6px}
 margin-right:4px;vertical-align:middle}
 form.inline{display:inline;margin-left:auto}button{cursor:pointer}
 """
-
-
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def seconds(value: float | None) -> str:
