@@ -28,7 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefixcache.analysis.simulate import Policy, requests_from_trace, simulate
+from prefixcache.analysis.render import pct
+from prefixcache.analysis.simulate import Policy, requests_from_trace, simulate, versus_measured
 from prefixcache.analysis.tokenize import LocalTokenizer, tokenize_trace
 from prefixcache.engine.embedded_model import embedded_model_dir
 from prefixcache.llm.trace import TraceRecord, read_trace
@@ -57,33 +58,26 @@ def run(args: Sequence[str], kv_gib: int | None = None) -> None:
     subprocess.run([CLI, *args], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.1f}%"
-
-
 def compare(
     name: str, records: list[TraceRecord], tokens: list[list[int]], block: int, blocks: int,
     *, replicas: int = 1, policy: Policy = Policy.ROUND_ROBIN, concurrency: int = 1,
 ) -> dict[str, object]:  # fmt: skip
     report = simulate(requests_from_trace(records, tokens), block_size=block, num_blocks=blocks,
                       replicas=replicas, policy=policy, concurrency=concurrency)  # fmt: skip
-    measured = [r.cached_tokens or 0 for r in records]
-    prompt = sum(len(t) for t in tokens)
-    equal = sum(1 for r, m in zip(report.results, measured, strict=True) if r.cached_tokens == m)
-    diffs = [(i, r.cached_tokens, m) for i, (r, m) in
-             enumerate(zip(report.results, measured, strict=True)) if r.cached_tokens != m]  # fmt: skip
+    versus = versus_measured(report, [r.cached_tokens for r in records], limit=5)
+    if versus is None:
+        raise SystemExit(f"{name}: the trace has no measured cached tokens to compare with")
     row = {
         "run": name, "requests": len(records), "kv_blocks": blocks, "replicas": replicas,
-        "policy": policy.value, "equal": equal, "predicted": report.hit_rate,
-        "measured": sum(measured) / prompt if prompt else None,
-        "evictions": sum(report.evictions), "first_differences": diffs[:5],
+        "policy": policy.value, "equal": versus.equal, "predicted": versus.predicted_hit_rate,
+        "measured": versus.measured_hit_rate, "gap_points": versus.gap_points,
+        "evictions": sum(report.evictions),
+        "first_differences": [list(d) for d in versus.first_differences],
     }  # fmt: skip
-    gap = abs((row["predicted"] or 0) - (row["measured"] or 0)) * 100  # type: ignore[operator]
-    row["gap_points"] = gap
     print(
-        f"| {name} | {len(records)} | {blocks} x {replicas} | {equal}/{len(records)} | "
-        f"{pct(report.hit_rate)} | {pct(row['measured'])} | {gap:.2f} | "  # type: ignore[arg-type]
-        f"{sum(report.evictions)} |",
+        f"| {name} | {len(records)} | {blocks} x {replicas} | {versus.equal}/{versus.requests} | "
+        f"{pct(versus.predicted_hit_rate)} | {pct(versus.measured_hit_rate)} | "
+        f"{versus.gap_points:.2f} | {sum(report.evictions)} |",
         flush=True,
     )
     return row

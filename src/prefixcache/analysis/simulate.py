@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import statistics
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,12 +86,7 @@ class BlockPool:
         return out
 
     def cached_prefix(self, hashes: Sequence[int]) -> int:
-        n = 0
-        for h in hashes:
-            if not self.blocks_of.get(h):
-                break
-            n += 1
-        return n
+        return len(self.lookup(hashes))
 
     def touch(self, blocks: Sequence[int]) -> None:
         for b in blocks:
@@ -378,6 +374,64 @@ def requests_from_trace(
         )
         for r, toks in zip(records, tokens, strict=True)
     ]
+
+
+def prefill_rate_from(records: Sequence[TraceRecord]) -> float | None:
+    """Prefill tokens per second from a trace's own measurements: the median over
+    requests of uncached prompt tokens / TTFT (requests with at least 64 of them)."""
+    rates = [
+        (r.prompt_tokens - (r.cached_tokens or 0)) / r.ttft
+        for r in records
+        if r.prompt_tokens and r.ttft and r.ttft > 0
+        and r.prompt_tokens - (r.cached_tokens or 0) >= 64
+    ]  # fmt: skip
+    return float(statistics.median(rates)) if rates else None
+
+
+@dataclass(frozen=True)
+class Versus:
+    """Predicted against measured cached tokens, over the requests that have a measure."""
+
+    requests: int
+    equal: int
+    predicted_hit_rate: float | None
+    measured_hit_rate: float | None
+    #: (request index, predicted, measured) of the first requests that differ
+    first_differences: tuple[tuple[int, int, int], ...]
+
+    @property
+    def gap_points(self) -> float:
+        return abs((self.predicted_hit_rate or 0.0) - (self.measured_hit_rate or 0.0)) * 100
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests, "equal": self.equal,
+            "predicted_hit_rate": self.predicted_hit_rate,
+            "measured_hit_rate": self.measured_hit_rate,
+            "first_differences": [
+                {"index": i, "predicted": p, "measured": m} for i, p, m in self.first_differences
+            ],
+        }  # fmt: skip
+
+
+def versus_measured(
+    report: SimReport, measured: Sequence[int | None], *, limit: int = 10
+) -> Versus | None:
+    """The simulation beside the cached tokens the server reported (None where unknown)."""
+    rows = [(i, r, m) for i, (r, m) in enumerate(zip(report.results, measured, strict=True))
+            if m is not None]  # fmt: skip
+    if not rows:
+        return None
+    prompt = sum(r.prompt_tokens for _, r, _ in rows)
+    return Versus(
+        requests=len(rows),
+        equal=sum(1 for _, r, m in rows if r.cached_tokens == m),
+        predicted_hit_rate=sum(r.cached_tokens for _, r, _ in rows) / prompt if prompt else None,
+        measured_hit_rate=sum(m for _, _, m in rows) / prompt if prompt else None,
+        first_differences=tuple(
+            (i, r.cached_tokens, m) for i, r, m in rows if r.cached_tokens != m
+        )[:limit],
+    )
 
 
 def simulate(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from enum import StrEnum
@@ -19,9 +18,12 @@ from ..analysis.render import break_lines, break_title, causes_text, explain_mar
 from ..analysis.simulate import (
     Policy,
     SimReport,
+    Versus,
     kv_blocks,
+    prefill_rate_from,
     requests_from_trace,
     simulate,
+    versus_measured,
 )
 from ..analysis.tokenize import ChatTokenizer, LocalTokenizer, ServerTokenizer, tokenize_trace
 from ..engine.embedded_model import embedded_model_dir, is_prepared
@@ -223,18 +225,6 @@ def _print_explain(report: ExplainReport, worst: int) -> None:
 # -- simulate --------------------------------------------------------------------------
 
 
-def measured_prefill_rate(records: Sequence[TraceRecord]) -> float | None:
-    """Prefill tokens per second from the trace's own measurements: the median over
-    requests of uncached prompt tokens / TTFT (requests with at least 64 of them)."""
-    rates = [
-        (r.prompt_tokens - (r.cached_tokens or 0)) / r.ttft
-        for r in records
-        if r.prompt_tokens and r.ttft and r.ttft > 0
-        and r.prompt_tokens - (r.cached_tokens or 0) >= 64
-    ]  # fmt: skip
-    return float(statistics.median(rates)) if rates else None
-
-
 def simulate_cmd(
     ctx: typer.Context,
     trace: TraceArg,
@@ -327,7 +317,7 @@ def simulate_cmd(
     if replicas == 1:
         policies = policies[:1]
     requests = requests_from_trace(records, tokens)
-    rate = prefill_rate or measured_prefill_rate(records)
+    rate = prefill_rate or prefill_rate_from(records)
     try:
         reports = [
             simulate(
@@ -344,121 +334,110 @@ def simulate_cmd(
         ]
     except MemoryError as exc:
         raise PrefixCacheError(str(exc)) from None
-    measured = [r.cached_tokens for r in records]
+    versus = (
+        versus_measured(reports[0], [r.cached_tokens for r in records]) if replicas == 1 else None
+    )
     data = {
         "trace": str(trace), "tokens_from": source, "requests": len(records),
         "prefill_tokens_per_s": rate,
         "prefill_rate_source": "option" if prefill_rate else ("trace" if rate else None),
         "runs": [r.to_json(rate) for r in reports],
-        "measured": _versus(reports[0], measured) if replicas == 1 else None,
+        "measured": versus.to_json() if versus else None,
     }  # fmt: skip
     if fmt is Format.JSON:
         text = json.dumps(data, indent=2)
         console.print_json(text) if out is None else None
         _write(out, text + "\n")
         return
-    text = simulate_markdown(data, reports, rate)
+    text = simulate_markdown(data, reports, rate, versus)
     if fmt is Format.MARKDOWN:
         console.print(text, markup=False, highlight=False) if out is None else None
         _write(out, text)
         return
-    _print_simulate(reports, rate, data)
+    _print_simulate(reports, rate, data, versus)
     _write(out, json.dumps(data, indent=2) + "\n")
 
 
-def _versus(report: SimReport, measured: Sequence[int | None]) -> dict[str, object] | None:
-    """Predicted vs the trace's measured cached tokens, where the trace has them."""
-    pairs = [(r.cached_tokens, m) for r, m in zip(report.results, measured, strict=True)]
-    known = [(p, m) for p, m in pairs if m is not None]
-    if not known:
-        return None
-    prompt = sum(r.prompt_tokens for r, m in zip(report.results, measured, strict=True)
-                 if m is not None)  # fmt: skip
+def _cells(r: SimReport, rate: float | None) -> dict[str, str]:
+    """One simulation's figures as the table's and the Markdown's cells."""
+    s = r.savings(rate)
     return {
-        "requests": len(known),
-        "equal": sum(1 for p, m in known if p == m),
-        "predicted_hit_rate": sum(p for p, _ in known) / prompt if prompt else None,
-        "measured_hit_rate": sum(m for _, m in known) / prompt if prompt else None,
-        "first_differences": [
-            {"index": i, "predicted": p, "measured": m}
-            for i, (p, m) in enumerate(pairs)
-            if m is not None and p != m
-        ][:10],
+        "KV blocks": f"{r.num_blocks:,}",
+        "policy": r.policy.value if r.replicas > 1 else "one replica",
+        "hit rate": pct(r.hit_rate),
+        "prefill tokens saved": f"{r.cached_tokens:,}",
+        "GPU-s saved": "-" if s["gpu_seconds_saved"] is None else f"{s['gpu_seconds_saved']:.1f}",
+        "TTFT saved/req": "-"
+        if s["ttft_saved_mean_s"] is None
+        else f"{s['ttft_saved_mean_s'] * 1000:.0f} ms",
+        "per replica": "/".join(str(n) for n in r.per_replica_requests),
+        "balance": "-" if r.balance is None else f"{r.balance:.2f}",
+        "evictions": f"{sum(r.evictions):,}",
     }
 
 
-def simulate_markdown(data: dict[str, object], reports: Sequence[SimReport],
-                      rate: float | None) -> str:  # fmt: skip
+def _rate_text(rate: float | None, source: object) -> str:
+    return f"{rate:,.0f} tokens/s ({source})" if rate else "not given"
+
+
+def _versus_text(versus: Versus) -> str:
+    return (
+        f"against the trace's measured cached tokens: {versus.equal}/{versus.requests} "
+        f"requests equal; hit rate predicted {pct(versus.predicted_hit_rate)} vs measured "
+        f"{pct(versus.measured_hit_rate)}"
+    )
+
+
+#: the Markdown's columns (the terminal table adds requests per replica)
+MARKDOWN_COLUMNS = (
+    "KV blocks", "policy", "hit rate", "prefill tokens saved", "GPU-s saved",
+    "TTFT saved/req", "balance", "evictions",
+)  # fmt: skip
+
+
+def simulate_markdown(
+    data: dict[str, object], reports: Sequence[SimReport], rate: float | None,
+    versus: Versus | None,
+) -> str:  # fmt: skip
     first = reports[0]
     lines = [
         f"Simulated {data['requests']} requests: {first.replicas} replica(s), block "
-        f"{first.block_size}, prefill rate "
-        + (f"{rate:,.0f} tokens/s ({data['prefill_rate_source']})" if rate else "not given"),
+        f"{first.block_size}, prefill rate {_rate_text(rate, data['prefill_rate_source'])}",
         "",
         "| KV blocks per replica | policy | hit rate | prefill tokens saved | GPU-s saved "
         "| TTFT saved/request | balance | evictions |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
-        s = r.savings(rate)
-        gpu = "-" if s["gpu_seconds_saved"] is None else f"{s['gpu_seconds_saved']:.1f}"
-        ttft = "-" if s["ttft_saved_mean_s"] is None else f"{s['ttft_saved_mean_s'] * 1000:.0f} ms"
-        bal = "-" if r.balance is None else f"{r.balance:.2f}"
-        lines.append(
-            f"| {r.num_blocks:,} | {r.policy.value if r.replicas > 1 else 'one replica'} | "
-            f"{pct(r.hit_rate)} | "
-            f"{r.cached_tokens:,} | {gpu} | {ttft} | {bal} | {sum(r.evictions):,} |"
-        )
-    versus = data.get("measured")
-    if isinstance(versus, dict):
-        lines += [
-            "",
-            f"Against the trace's measured cached tokens: {versus['equal']}/{versus['requests']}"
-            f" requests equal; hit rate predicted {pct(versus['predicted_hit_rate'])} vs "
-            f"measured {pct(versus['measured_hit_rate'])}.",
-        ]
+        cells = _cells(r, rate)
+        lines.append("| " + " | ".join(cells[c] for c in MARKDOWN_COLUMNS) + " |")
+    if versus is not None:
+        text = _versus_text(versus)
+        lines += ["", text[0].upper() + text[1:] + "."]
     return "\n".join(lines) + "\n"
 
 
-def _print_simulate(reports: Sequence[SimReport], rate: float | None,
-                    data: dict[str, object]) -> None:  # fmt: skip
+def _print_simulate(
+    reports: Sequence[SimReport], rate: float | None, data: dict[str, object],
+    versus: Versus | None,
+) -> None:  # fmt: skip
     first = reports[0]
     table = Table(
         title=f"Prefix cache simulation: {data['requests']} requests, {first.replicas} "
         f"replica(s), block {first.block_size}"
     )
-    for column in ("KV blocks", "policy", "hit rate", "prefill tokens saved", "GPU-s saved",
-                   "TTFT saved/req", "per replica", "balance", "evictions"):  # fmt: skip
+    rows = [_cells(r, rate) for r in reports]
+    for column in rows[0]:
         table.add_column(column, justify="left" if column == "policy" else "right")
-    for r in reports:
-        s = r.savings(rate)
-        table.add_row(
-            f"{r.num_blocks:,}", r.policy.value if r.replicas > 1 else "one replica", pct(r.hit_rate),
-            f"{r.cached_tokens:,}",
-            "-" if s["gpu_seconds_saved"] is None else f"{s['gpu_seconds_saved']:.1f}",
-            "-" if s["ttft_saved_mean_s"] is None else f"{s['ttft_saved_mean_s'] * 1000:.0f} ms",
-            "/".join(str(n) for n in r.per_replica_requests),
-            "-" if r.balance is None else f"{r.balance:.2f}", f"{sum(r.evictions):,}",
-        )  # fmt: skip
+    for cells in rows:
+        table.add_row(*cells.values())
     console.print(table)
-    console.print(
-        "prefill rate: "
-        + (
-            f"{rate:,.0f} tokens/s ({data['prefill_rate_source']})"
-            if rate
-            else "not given (--prefill-rate, or a trace with ttft)"
-        ),
-        highlight=False,
-    )
-    versus = data.get("measured")
-    if isinstance(versus, dict):
-        console.print(
-            f"against the trace's measured cached tokens: {versus['equal']}/"
-            f"{versus['requests']} requests equal; hit rate predicted "
-            f"{pct(versus['predicted_hit_rate'])} vs measured "
-            f"{pct(versus['measured_hit_rate'])}",
-            highlight=False,
-        )
+    text = _rate_text(rate, data["prefill_rate_source"])
+    if not rate:
+        text += " (--prefill-rate, or a trace with ttft)"
+    console.print(f"prefill rate: {text}", highlight=False)
+    if versus is not None:
+        console.print(_versus_text(versus), highlight=False)
 
 
 def synth_trace_cmd(
