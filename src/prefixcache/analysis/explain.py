@@ -274,7 +274,7 @@ def _locate(ours: Sequence[Message], theirs: Sequence[Message]) -> tuple[int, in
             return m, 0
         ta, tb = message_text(a), message_text(b)
         if ta != tb:
-            return m, common_prefix_len(ta, tb)  # type: ignore[arg-type]
+            return m, common_prefix_len(ta, tb)
     return min(len(ours), len(theirs)), 0
 
 

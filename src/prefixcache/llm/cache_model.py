@@ -8,10 +8,13 @@ last prompt token is always recomputed so that the model has logits to sample fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` have in common."""
+def common_prefix_len(a: Sequence[T], b: Sequence[T]) -> int:
+    """How many leading items (tokens, or characters) ``a`` and ``b`` have in common."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
