@@ -266,6 +266,34 @@ class FleetSettings(_Section):
     startup_timeout_s: PositiveFloat = 900.0
 
 
+class GatewaySettings(_Section):
+    """``service.gateway``: what a tenant may ask of the engine through ``/v1``.
+
+    Every request field is on an allowlist (``docs/service.md`` has the table); the
+    settings below widen it on purpose. Anything else answers 422 naming the field and
+    the setting that would allow it."""
+
+    #: completions per request (OpenAI's ``n``)
+    max_n: int = Field(default=1, ge=1, le=64)
+    #: ceiling for ``max_tokens`` / ``max_completion_tokens`` (empty: the model's context)
+    max_tokens: int | None = Field(default=4096, ge=1)
+    #: ``ignore_eos`` (generate to max_tokens whatever the model says): off by default
+    allow_ignore_eos: bool = False
+    #: ``response_format`` json_object/json_schema and vLLM's structured outputs
+    #: (``structured_outputs``, ``guided_*``): grammar compilation costs engine time
+    allow_structured_output: bool = False
+    #: image, audio, video and file parts in messages (the engine would fetch URLs)
+    allow_media: bool = False
+    #: ``logit_bias`` (up to 300 entries)
+    allow_logit_bias: bool = False
+    #: models a caller may name (empty: the configured model only)
+    models: list[str] = Field(default_factory=list)
+    #: ceiling for ``top_logprobs``
+    max_top_logprobs: int = Field(default=5, ge=0, le=20)
+    #: total time a gateway stream may last before it is ended with an error event
+    stream_deadline_s: PositiveFloat = 600.0
+
+
 class ServiceSettings(_Section):
     """The ``service`` section: ``prefixcache serve``."""
 
@@ -302,11 +330,40 @@ class ServiceSettings(_Section):
     #: keep the prompt text of gateway requests (for `prefixcache explain`); off: only figures
     record_prompts: bool = False
     record_prompts_days: int = Field(default=7, ge=1)
+    #: sessions (their messages, tasks and records) untouched this many days are
+    #: deleted, at start and hourly (empty: kept until deleted by their user)
+    retention_days: int | None = Field(default=90, ge=1)
+    #: requests in flight per API key (waiting ones included); the next one answers 429
+    #: with Retry-After
+    max_concurrent_per_key: int = Field(default=16, ge=1, le=10_000)
+    #: engine requests in flight from this instance; more wait their turn (round robin
+    #: between tenants) for up to ``queue_timeout_s``, then answer 503
+    max_inflight: int = Field(default=64, ge=1, le=10_000)
+    #: the largest share of ``max_inflight`` one tenant may hold at once (the rest stays
+    #: free for the others); its further requests wait
+    tenant_share: float = Field(default=0.5, gt=0, le=1)
+    queue_timeout_s: PositiveFloat = 30.0
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @field_validator("database_url", "secret")
     @classmethod
     def _blank(cls, value: str | None) -> str | None:
         return None if value is None or value.strip() == "" else value.strip()
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < 32:
+            raise ValueError(
+                f"the secret has {len(value.encode())} bytes; it must have at least 32 "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), or leave "
+                "it empty to have one created next to the database"
+            )
+        return value
+
+    def tenant_limit(self) -> int:
+        """In-flight engine requests one tenant may hold (at least one)."""
+        return max(1, int(self.max_inflight * self.tenant_share))
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -47,7 +47,9 @@ def serve(
     import uvicorn
 
     from ..service.app import create_app
+    from ..service.db import display_url
     from ..service.migrate import upgrade_database
+    from ..service.state import build_state
 
     cli = state(ctx)
     settings = cli.settings
@@ -56,11 +58,12 @@ def serve(
         settings = settings.model_copy(update={"llm": llm})
     service = settings.service
     url = service.resolved_database_url()
-    upgrade_database(url)
-    err_console.print(f"database: {url}")
+    _database_step(url, lambda: upgrade_database(url))  # once per start, under a lock
+    err_console.print(f"database: {display_url(url)}")
     err_console.print(f"vLLM: {settings.llm.vllm.url}   isolation: {service.cache_isolation}")
+    built = build_state(settings)  # a bad secret or database URL stops here, clearly
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, built, migrate=False),
         host=host or service.host,
         port=port or service.port,
         log_level="info",
@@ -72,15 +75,43 @@ def serve(
 T = TypeVar("T")
 
 
-async def _with_db(ctx: typer.Context, action: Callable[[Any], Awaitable[T]]) -> T:
+def _database_step(url: str, step: Callable[[], T]) -> T:
+    """Run a database step; a database fault is a clear error (exit 1), its URL masked."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..service.db import create_engine, session_factory
-    from ..service.migrate import upgrade_database
+    from ..service.db import display_url
+
+    try:
+        return step()
+    except (SQLAlchemyError, OSError) as exc:
+        raise PrefixCacheError(
+            f"The service database at {display_url(url)} failed: "
+            f"{str(exc).splitlines()[0]}. Check service.database_url and that the file's "
+            "folder or the server is reachable and writable."
+        ) from exc
+
+
+async def _with_db(
+    ctx: typer.Context, action: Callable[[Any], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """Open the database (its folder created, mode 0700), upgrade the schema unless
+    ``migrate`` is off (then a database without the schema is a clear error), run
+    ``action``."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..service.db import create_engine, display_url, session_factory
+    from ..service.migrate import schema_is_current, upgrade_database
 
     url = state(ctx).settings.service.resolved_database_url()
+    if migrate:
+        await asyncio.to_thread(_database_step, url, lambda: upgrade_database(url))
+    elif not await asyncio.to_thread(_database_step, url, lambda: schema_is_current(url)):
+        raise PrefixCacheError(
+            f"The service database at {display_url(url)} has no current schema yet: create "
+            "a key first (`prefixcache keys create`) or start `prefixcache serve`, which "
+            "create and upgrade it."
+        )
     try:
-        await asyncio.to_thread(upgrade_database, url)
         engine = create_engine(url)
         try:
             async with session_factory(engine)() as db:
@@ -89,8 +120,8 @@ async def _with_db(ctx: typer.Context, action: Callable[[Any], Awaitable[T]]) ->
             await engine.dispose()
     except SQLAlchemyError as exc:
         raise PrefixCacheError(
-            f"The service database at {url} failed: {str(exc).splitlines()[0]}. Check "
-            "service.database_url and that the file or server is writable."
+            f"The service database at {display_url(url)} failed: {str(exc).splitlines()[0]}. "
+            "Check service.database_url and that the file or server is writable."
         ) from exc
 
 
@@ -102,6 +133,14 @@ def keys_create(
         list[str] | None,
         typer.Option(help="Tools this user may use (comma list; default: every agent tool)."),
     ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="The key sees every user's prompt text and the engine-wide figures on the "
+            "dashboard.",
+        ),
+    ] = False,
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
     _require_service()
@@ -113,7 +152,7 @@ def keys_create(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     allowed = csv(tools) if tools else None
-    key = asyncio.run(_with_db(ctx, lambda db: create_key(db, tenant, user, allowed)))
+    key = asyncio.run(_with_db(ctx, lambda db: create_key(db, tenant, user, allowed, admin)))
     typer.echo(key)
     err_console.print(
         f"created a key for {tenant}/{user}; it is shown only now: keep it secret, send it as "
@@ -126,18 +165,20 @@ def keys_list(ctx: typer.Context) -> None:
     _require_service()
     from ..service.auth import list_keys
 
-    for row in asyncio.run(_with_db(ctx, list_keys)):
+    for row in asyncio.run(_with_db(ctx, list_keys, migrate=False)):
         status = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
         tools = ",".join(row.tools) if row.tools is not None else "*"
+        role = "\tadmin" if row.admin else ""
         typer.echo(
-            f"{row.id}\t{row.user_id}\t{status}\ttools={tools}\tcreated {row.created_at:%Y-%m-%d}"
+            f"{row.id}\t{row.user_id}\t{status}\ttools={tools}\tcreated "
+            f"{row.created_at:%Y-%m-%d}{role}"
         )
 
 
 def keys_revoke(
     ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The key's id (keys list).")]
 ) -> None:
-    """Revoke a key: it stops working at once."""
+    """Revoke a key: it stops working at once, on every instance of the service."""
     _require_service()
     from ..service.auth import revoke_key
 
@@ -160,7 +201,9 @@ def export_trace(
     from ..service.export import recorded_trace
 
     isolation = state(ctx).settings.service.cache_isolation
-    records = asyncio.run(_with_db(ctx, lambda db: recorded_trace(db, isolation, tenant, limit)))
+    records = asyncio.run(
+        _with_db(ctx, lambda db: recorded_trace(db, isolation, tenant, limit), migrate=False)
+    )
     if not records:
         err_console.print(
             "error: no recorded prompts"

@@ -9,6 +9,7 @@ the service answers, so an upgrade never loses data.
 from __future__ import annotations
 
 import enum
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,12 +52,14 @@ class TurnStatus(enum.StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"  # the LLM call failed: the turn is kept, marked
     INCOMPLETE = "incomplete"  # a stream cut short (client gone, engine died)
+    INTERRUPTED = "interrupted"  # left pending by an instance that died mid-call
 
 
 class TaskStatus(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # left running by an instance that died mid-call
 
 
 class Tenant(Base):
@@ -82,24 +85,49 @@ class ApiKey(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     #: the tools this key's user may use (None: every tool of the agent)
     tools: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: an admin key sees every user's prompt text and the engine-wide figures
+    admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+#: a stored session id: "<tenant>/<user>/<the caller's id>" (tenants, users and session
+#: ids are each at most 64 characters without '/')
+SESSION_KEY_LEN = 200
+
+
 class ChatSession(Base):
+    """A chat session. ``id`` is scoped by its user (``<tenant>/<user>/<id>``); callers
+    only ever see and send the last part (``public_id``)."""
+
     __tablename__ = "sessions"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(SESSION_KEY_LEN), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     agent_type: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @property
+    def public_id(self) -> str:
+        return public_session_id(self.id)
+
+
+def session_key(user_id: str, session_id: str) -> str:
+    """The stored id of a caller's session (``user_id`` is ``<tenant>/<user>``)."""
+    return f"{user_id}/{session_id}"
+
+
+def public_session_id(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
 
 class Message(Base):
     __tablename__ = "messages"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(
+        String(SESSION_KEY_LEN), ForeignKey("sessions.id", ondelete="CASCADE")
+    )
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=TurnStatus.COMPLETE)
@@ -108,6 +136,10 @@ class Message(Base):
     cached_tokens: Mapped[int | None] = mapped_column(nullable=True)
     ttft: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: an assistant turn: the id of the user turn it answers (history pairs by it)
+    reply_to: Mapped[int | None] = mapped_column(nullable=True)
+    #: a pending user turn: the instance waiting for its reply
+    instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_messages_session", "session_id", "id"),)
 
@@ -116,7 +148,9 @@ class Task(Base):
     __tablename__ = "tasks"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(
+        String(SESSION_KEY_LEN), ForeignKey("sessions.id", ondelete="CASCADE")
+    )
     agent_type: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text)
     required_tools: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
@@ -131,6 +165,8 @@ class Task(Base):
     ttft: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: a running task: the instance waiting for its result
+    instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class CacheRecord(Base):
@@ -151,6 +187,31 @@ class CacheRecord(Base):
     #: the request's messages as JSON, only when service.record_prompts is on
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: the session of a /chat or /tasks request (deleted with it)
+    session_id: Mapped[str | None] = mapped_column(String(SESSION_KEY_LEN), nullable=True)
+
+    __table_args__ = (
+        Index("ix_cache_records_tenant_agent", "tenant_id", "agent_type"),
+        Index("ix_cache_records_session", "session_id"),
+    )
+
+
+class RateWindow(Base):
+    """Requests of one key in one minute: the rate limit, shared by every instance."""
+
+    __tablename__ = "rate_windows"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)  # unix minute
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Instance(Base):
+    """A running ``prefixcache serve``: its heartbeat tells the others it is alive."""
+
+    __tablename__ = "service_instances"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def sync_url(url: str) -> str:
@@ -162,18 +223,43 @@ def sync_url(url: str) -> str:
     )
 
 
+def display_url(url: str) -> str:
+    """The URL to print or log: its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show none of it
+        return "<unparseable database URL>"
+
+
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None
+    if parsed.database == ":memory:":
+        return None
     return Path(parsed.database)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def prepare_sqlite_file(url: str) -> Path | None:
+    """For a SQLite URL: its folder (created mode 0700) and the file itself, created
+    mode 0600 before SQLite opens it (SQLite gives its WAL and shared-memory files the
+    database file's mode). Every command that opens the database calls this first."""
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_pre_ping=True)
+    if path is None:
+        return None
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    return path
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """The async engine. Bound parameters (message text, keys' hashes) are never put into
+    error messages or logs (``hide_parameters``)."""
+    path = prepare_sqlite_file(url)
+    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
     if path is not None:
 
         @event.listens_for(engine.sync_engine, "connect")

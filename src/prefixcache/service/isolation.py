@@ -17,9 +17,11 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Literal
 
+from ..errors import ConfigError
 from .auth import Principal
 
 Isolation = Literal["tenant", "user", "shared"]
@@ -33,14 +35,32 @@ def cache_salt(secret: str, principal: Principal, isolation: Isolation) -> str |
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The server secret kept next to the database (created once, mode 0600)."""
-    if path.is_file():
+    """The server secret kept next to the database: created once (mode 0600, its folder
+    0700), then read. A file others can read, or one too short, is an error, never
+    replaced: a new secret would change every tenant's salt."""
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"The service secret {path} can be read by other users (mode {mode:o}); "
+                f"run `chmod 600 {path}`."
+            )
         text = path.read_text(encoding="utf-8").strip()
-        if len(text) >= 32:
-            return text
-    path.parent.mkdir(parents=True, exist_ok=True)
+        if len(text.encode()) < 32:
+            raise ConfigError(
+                f"The service secret {path} has {len(text.encode())} bytes; it needs at least "
+                "32. Put a longer one there (`python -c 'import secrets; "
+                "print(secrets.token_hex(32))'`) or set service.secret."
+            )
+        return text
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, mode=0o700)
     secret = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it just now: use theirs
+        time.sleep(0.2)
+        return load_or_create_secret(path)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     return secret
