@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
@@ -41,7 +42,9 @@ def _error(
 
 
 class BodyLimit:
-    """413 for a body over ``limit`` bytes, whether it declares its length or streams."""
+    """413 for a body over ``limit`` bytes, whether it declares its length or streams
+    (chunked). The body is read up to the limit before the app sees it, so no route ever
+    meets a half-read body."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -56,21 +59,31 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._reject(scope, send)
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before its body was complete
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._reject(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._reject(scope, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # then: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         response = _error(
@@ -81,23 +94,23 @@ class BodyLimit:
         await response({"type": "http", **scope}, _empty_receive, send)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI:
-    """The service for these settings (the state is built at startup unless given)."""
+def create_app(
+    settings: Settings, state: ServiceState | None = None, *, migrate: bool = True
+) -> FastAPI:
+    """The service for these settings (the state is built at startup unless given; the
+    schema is upgraded at startup unless ``migrate`` is off because the caller did it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            upgrade_database(settings.service.resolved_database_url())
         service = state or build_state(settings)
-        upgrade_database(settings.service.resolved_database_url())
         await service.llm.__aenter__()
-        await service.prune_prompts()
+        await service.start()
         app.state.service = service
         try:
             yield
@@ -128,6 +141,21 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         if status >= 500:
             logger.error("request %s: %s: %s", rid, code, exc)
         return _error(status, code, str(exc), rid, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own errors (404 path, 405 method, an unreadable body) in the
+        service's one error shape."""
+        rid = getattr(request.state, "request_id", uuid.uuid4().hex[:16])
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"No route {request.method} {request.url.path}; see /docs."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /docs."
+        elif exc.status_code == 400:
+            message = f"The request body could not be read as JSON ({exc.detail})."
+        return _error(exc.status_code, code, message, rid, dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -44,6 +44,10 @@ class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
 class Unprocessable(ServiceError):
     status, code = 422, "unprocessable"
 

@@ -11,10 +11,12 @@ chunk is not passed on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -24,10 +26,12 @@ from ..llm.models import LLMResponse
 from ..llm.providers import SESSION_HEADER, _response, cached_tokens_from_usage, prefix_key
 from .auth import Principal
 from .conversations import Conversations
-from .errors import RETRY_AFTER_S, Unprocessable
+from .errors import RETRY_AFTER_S
+from .gateway_contract import GatewayContract
 from .state import ServiceState
 
 AGENT_HEADER = "x-agent-type"
+logger = logging.getLogger("prefixcache.service")
 
 
 def agent_label(body: Mapping[str, Any], header: str | None) -> str:
@@ -54,37 +58,45 @@ class Gateway:
     def __init__(self, state: ServiceState, conversations: Conversations) -> None:
         self.state = state
         self.conversations = conversations
+        cfg = state.settings.llm.vllm
+        self.contract = GatewayContract(
+            state.settings.service.gateway, cfg.model_name(), cfg.max_model_len
+        )
 
     def _upstream(self, path: str) -> str:
         return f"{self.state.vllm_url}{path}"
 
     def _headers(
-        self, body: Mapping[str, Any] | None = None, session: str | None = None
+        self,
+        body: Mapping[str, Any] | None = None,
+        session: str | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, str]:
         key = self.state.settings.llm.vllm.api_key
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        # the router's session key: the caller's x-session-id, else the prompt's prefix
-        routing = session or (prefix_key(body.get("messages") or []) if body else None)
-        if routing:
-            headers[SESSION_HEADER] = routing
+        # the router's session key: the caller's x-session-id (scoped by tenant, so two
+        # tenants' ids never share a route), else the prompt's prefix
+        if session and principal is not None:
+            headers[SESSION_HEADER] = f"{principal.tenant}/{session}"
+        else:
+            routing = prefix_key(body.get("messages") or []) if body else None
+            if routing:
+                headers[SESSION_HEADER] = routing
         return headers
 
-    def prepare(self, principal: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """The body sent upstream, and whether the caller asked for the usage chunk."""
-        if not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise Unprocessable("'messages' must be a non-empty list of chat messages.")
-        out = dict(body)
-        out.pop("cache_salt", None)
+    def prepare(self, principal: Principal, body: Any) -> tuple[dict[str, Any], bool]:
+        """The body sent upstream (only the allowlisted fields, checked; the tenant's
+        salt), and whether the caller asked for the usage chunk."""
+        out = self.contract.check(body)
         salt = self.state.salt_for(principal)
         if salt is not None:
             out["cache_salt"] = salt
-        out.setdefault("model", self.state.settings.llm.vllm.model_name())
         asked_usage = False
         if out.get("stream"):
             options = dict(out.get("stream_options") or {})
-            asked_usage = bool(options.get("include_usage"))
+            asked_usage = options.get("include_usage") is True
             options["include_usage"] = True
             out["stream_options"] = options
         return out, asked_usage
@@ -97,17 +109,17 @@ class Gateway:
         self,
         principal: Principal,
         body: dict[str, Any],
+        upstream: dict[str, Any],
         agent_header: str | None,
         session: str | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:
         """A non-streaming request: vLLM's status, body and content type, unchanged."""
-        upstream, _ = self.prepare(principal, body)
         started = time.perf_counter()
         with upstream_errors(self.state.vllm_url):
             answer = await self.state.http.post(
                 self._upstream("/v1/chat/completions"),
                 json=upstream,
-                headers=self._headers(upstream, session),
+                headers=self._headers(upstream, session, principal),
             )
         elapsed = time.perf_counter() - started
         if answer.status_code >= 500:
@@ -127,23 +139,17 @@ class Gateway:
         return answer.status_code, answer.content, {"content-type": content_type}
 
     async def open_stream(
-        self,
-        principal: Principal,
-        body: dict[str, Any],
-        agent_header: str | None,
-        session: str | None = None,
-    ) -> tuple[httpx.Response, bool, dict[str, Any]]:
+        self, upstream: dict[str, Any], session: str | None, principal: Principal
+    ) -> httpx.Response:
         """Open the upstream stream (errors surface here, before any byte is sent)."""
-        upstream, asked_usage = self.prepare(principal, body)
         request = self.state.http.build_request(
             "POST",
             self._upstream("/v1/chat/completions"),
             json=upstream,
-            headers=self._headers(upstream, session),
+            headers=self._headers(upstream, session, principal),
         )
         with upstream_errors(self.state.vllm_url):
-            answer = await self.state.http.send(request, stream=True)
-        return answer, asked_usage, upstream
+            return await self.state.http.send(request, stream=True)
 
     async def relay(
         self,
@@ -152,14 +158,34 @@ class Gateway:
         agent_header: str | None,
         answer: httpx.Response,
         asked_usage: bool,
+        release: Callable[[], None] = lambda: None,
     ) -> AsyncIterator[bytes]:
-        """The stream, passed through line by line; its usage chunk read on the way."""
+        """The stream, passed through line by line; its usage chunk read on the way.
+
+        The whole stream has a deadline (``service.gateway.stream_deadline_s``). If the
+        engine fails or the deadline passes mid-stream, the caller gets an SSE ``error``
+        event (OpenAI's error object) and ``[DONE]``, and the request is recorded with
+        what was measured."""
         started = time.perf_counter()
+        deadline = self.state.settings.service.gateway.stream_deadline_s
         ttft: float | None = None
         usage: dict[str, Any] | None = None
         model: str | None = None
+        failure: str | None = None
+        lines = answer.aiter_lines()
         try:
-            async for line in answer.aiter_lines():
+            while True:
+                left = deadline - (time.perf_counter() - started)
+                try:
+                    line = await asyncio.wait_for(anext(lines), timeout=max(left, 0.001))
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    failure = f"the stream passed its {deadline:g} s deadline (service.gateway.stream_deadline_s)"
+                    break
+                except httpx.HTTPError as exc:
+                    failure = f"the engine's stream broke ({type(exc).__name__})"
+                    break
                 if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
                     try:
                         chunk = json.loads(line[5:])
@@ -174,13 +200,22 @@ class Gateway:
                             if not asked_usage:
                                 continue  # the caller did not ask for it: not passed on
                 yield (line + "\n").encode()
+            if failure is not None:
+                error = {"error": {"message": failure, "type": "upstream_error", "code": 504
+                                   if "deadline" in failure else 502}}  # fmt: skip
+                yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
         finally:
+            release()
             await answer.aclose()
-            if usage is not None:
+            if usage is not None or failure is not None:
                 # a task of its own: the client may close the stream right after its last
                 # byte, which cancels this generator before an await here could finish
-                response = _record_response(model, body, usage, ttft, time.perf_counter() - started)
+                response = _record_response(
+                    model, body, usage or {}, ttft, time.perf_counter() - started
+                )
                 self.state.later(self._record(principal, body, agent_header, response))
+            if failure is not None:
+                logger.warning("gateway stream for %s ended early: %s", principal.tenant, failure)
 
     async def _record(
         self, principal: Principal, body: Mapping[str, Any], agent_header: str | None,

@@ -5,13 +5,44 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scalar = str | int | float | bool | None
 
 
+#: session and task ids: the same rule as tenant and user names (``auth.NAME_PATTERN``)
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _valid_unicode(value: Any, where: str = "body") -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{where} has a lone surrogate escape (\\ud800-\\udfff without its pair): "
+                "send valid Unicode text"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _valid_unicode(key, where)
+            _valid_unicode(item, f"{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _valid_unicode(item, where)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields are errors, and types are strict (``"yes"`` is
+    not a boolean, ``"3"`` not a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        _valid_unicode(data)
+        return data
 
 
 class CacheFigures(BaseModel):
@@ -28,8 +59,9 @@ class ChatRequest(_Strict):
     """``POST /chat``: the guide's ChatRequest. The user and tenant come from the API key."""
 
     message: str = Field(min_length=1)
-    agent_type: str | None = None
-    session_id: str | None = Field(default=None, max_length=64)
+    #: the agent of this turn; empty: the session's agent (a new session: the default)
+    agent_type: str | None = Field(default=None, max_length=64)
+    session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     additional_params: dict[str, Scalar] | None = None
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
@@ -48,13 +80,13 @@ class ChatResponse(BaseModel):
 class TaskRequest(_Strict):
     """``POST /tasks``: the guide's ``execute_task(task, session_id)``."""
 
-    agent_type: str
+    agent_type: str = Field(max_length=64)
     description: str = Field(min_length=1)
     required_tools: list[str] | None = None
     priority: str | None = Field(default=None, max_length=32)
     deadline: str | None = Field(default=None, max_length=64)
-    previous_task_id: str | None = Field(default=None, max_length=64)
-    session_id: str | None = Field(default=None, max_length=64)
+    previous_task_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
 
 
@@ -116,8 +148,10 @@ class StatsResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    """Readiness. Without an admin key the engine's URL and the raw error are left out."""
+
     ready: bool
-    vllm_url: str
+    vllm_url: str | None = None
     prefix_caching: bool | None = None
     block_size: int | None = None
     problem: str | None = None
@@ -127,4 +161,4 @@ class ErrorResponse(BaseModel):
     error: dict[str, Any]
 
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
