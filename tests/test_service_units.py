@@ -5,8 +5,6 @@ the service against the real engine."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,61 +13,17 @@ from sqlalchemy import text
 
 from prefixcache import load_settings
 from prefixcache.service.app import create_app
-from prefixcache.service.auth import Principal, authenticate, create_key, revoke_key
+from prefixcache.service.auth import Principal, authenticate, revoke_key
 from prefixcache.service.db import Message, create_engine, session_factory
 from prefixcache.service.isolation import cache_salt, load_or_create_secret
 from prefixcache.service.migrate import upgrade_database
-from prefixcache.service.ratelimit import RateLimiter
+from prefixcache.service.ratelimit import SharedRateLimiter
+
+from .service_support import Client, make_key, write_config
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
-
-
-def write_config(tmp_path: Path, **service: object) -> Path:
-    lines = [
-        "llm:",
-        "  vllm:",
-        f"    base_url: http://127.0.0.1:{closed_port()}",
-        "    max_retries: 0",
-        "    max_model_len: 8192",
-        "service:",
-        f"  database_url: sqlite+aiosqlite:///{tmp_path / 'svc.db'}",
-        "  secret: unit-test-secret-0123456789abcdef0123456789",
-    ]
-    lines += [f"  {k}: {v}" for k, v in service.items()]
-    path = tmp_path / "c.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def make_key(url: str, tenant: str, user: str, tools: list[str] | None = None) -> str:
-    async def go() -> str:
-        upgrade_database(url)
-        engine = create_engine(url)
-        try:
-            async with session_factory(engine)() as db:
-                return await create_key(db, tenant, user, tools)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], str]]:
-    settings = load_settings(write_config(tmp_path, max_body_bytes=4096, max_message_chars=500,
-                                          rate_limit_per_minute=30))  # fmt: skip
-    url = settings.service.resolved_database_url()
-    key = make_key(url, "acme", "alice")
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client, {"Authorization": f"Bearer {key}"}, url
-
-
-def test_keys_are_hashed_checked_and_revocable(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'k.db'}"
+def test_keys_are_hashed_checked_and_revocable(db_url: str) -> None:
+    url = db_url
     key = make_key(url, "acme", "alice", ["file_read"])
     assert key.startswith("pc_") and len(key) > 50
 
@@ -104,13 +58,33 @@ def test_salts_isolate_tenants_and_cannot_be_guessed(tmp_path: Path) -> None:
     assert oct((tmp_path / "service.secret").stat().st_mode)[-3:] == "600"
 
 
-def test_rate_limiter_counts_per_key() -> None:
-    limiter = RateLimiter(3)
-    assert [limiter.check("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.check("a") > 0 and limiter.check("b") == 0.0
+def test_the_rate_limit_is_one_sliding_window_in_the_database(db_url: str) -> None:
+    """Two limiters (two instances) on one database share one count per key."""
+    upgrade_database(db_url)
+
+    async def go() -> tuple[list[float], float, float, float]:
+        engine = create_engine(db_url)
+        one, two = SharedRateLimiter(4), SharedRateLimiter(4)
+        t0 = 1_800_000_000.0  # the start of a minute
+        try:
+            async with session_factory(engine)() as db:
+                waits = [await (one if i % 2 else two).check(db, "k", t0 + i) for i in range(5)]
+                other = await one.check(db, "other-key", t0 + 5)
+                # next minute, 30 s in: half of the previous minute's 5 still counts
+                later = await one.check(db, "k", t0 + 90)
+                await SharedRateLimiter.forget_old(db, t0 + 200)
+                left = (await db.execute(text("select count(*) from rate_windows"))).scalar()
+        finally:
+            await engine.dispose()
+        return waits, other, later, float(left or 0)
+
+    waits, other, later, left = asyncio.run(go())
+    assert waits[:4] == [0.0] * 4 and waits[4] > 0  # the 5th within a minute waits
+    assert other == 0.0 and later == 0.0  # 2.5 + 1 <= 4
+    assert left == 0  # old windows are dropped
 
 
-def test_every_route_but_health_needs_a_key(client: tuple[TestClient, dict[str, str], str]) -> None:
+def test_every_route_but_health_needs_a_key(client: Client) -> None:
     test_client, _auth, _ = client
     assert test_client.get("/health").status_code == 200
     assert test_client.get("/metrics").status_code == 200
@@ -128,7 +102,7 @@ def test_every_route_but_health_needs_a_key(client: tuple[TestClient, dict[str, 
 
 
 def test_vllm_down_is_503_and_the_turn_is_kept(
-    client: tuple[TestClient, dict[str, str], str],
+    client: Client,
 ) -> None:
     test_client, auth, _url = client
     response = test_client.post(
@@ -147,7 +121,7 @@ def test_vllm_down_is_503_and_the_turn_is_kept(
 
 
 def test_known_bad_input_is_4xx_naming_the_limit(
-    client: tuple[TestClient, dict[str, str], str],
+    client: Client,
 ) -> None:
     test_client, auth, _ = client
     big = test_client.post("/chat", headers=auth, content=b'{"message": "' + b"x" * 5000 + b'"}')
@@ -160,14 +134,17 @@ def test_known_bad_input_is_4xx_naming_the_limit(
     assert unknown.status_code == 422 and "frontend-engineer" in unknown.json()["error"]["message"]
     extra = test_client.post("/chat", headers=auth, json={"message": "hi", "user": "mallory"})
     assert extra.status_code == 422 and "user" in extra.json()["error"]["message"]
-    not_json = test_client.post("/v1/chat/completions", headers=auth, content=b"{nope")
-    assert not_json.status_code == 422
+    as_json = {**auth, "Content-Type": "application/json"}
+    not_json = test_client.post("/v1/chat/completions", headers=as_json, content=b"{nope")
+    assert not_json.status_code == 422 and "not JSON" in not_json.json()["error"]["message"]
+    no_type = test_client.post("/v1/chat/completions", headers=auth, content=b"{}")
+    assert no_type.status_code == 415 and "application/json" in no_type.json()["error"]["message"]
     assert test_client.get("/sessions/nope", headers=auth).status_code == 404
     assert test_client.get("/tasks/nope", headers=auth).status_code == 404
 
 
 def test_too_many_requests_is_429_with_retry_after(
-    client: tuple[TestClient, dict[str, str], str],
+    client: Client,
 ) -> None:
     test_client, auth, _ = client
     codes = [test_client.get("/sessions", headers=auth).status_code for _ in range(40)]
@@ -176,22 +153,41 @@ def test_too_many_requests_is_429_with_retry_after(
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
 
-def test_sessions_belong_to_their_user(client: tuple[TestClient, dict[str, str], str]) -> None:
+def test_session_ids_are_scoped_by_user_and_tenant(client: Client) -> None:
+    """A caller's session id names only its own session: another user's (or tenant's)
+    identical id is a different session, and asking for an id that exists elsewhere
+    answers exactly as for one that exists nowhere."""
     test_client, alice, url = client
     bob = {"Authorization": f"Bearer {make_key(url, 'acme', 'bob')}"}
-    test_client.post("/chat", headers=alice, json={"message": "hello", "session_id": "alice-s"})
-    assert test_client.get("/sessions/alice-s", headers=alice).status_code == 200
-    assert test_client.get("/sessions/alice-s", headers=bob).status_code == 404
-    assert test_client.delete("/sessions/alice-s", headers=bob).status_code == 404
-    stolen = test_client.post("/chat", headers=bob, json={"message": "x", "session_id": "alice-s"})
-    assert stolen.status_code == 404
+    carol = {"Authorization": f"Bearer {make_key(url, 'globex', 'carol')}"}
+    test_client.post("/chat", headers=alice, json={"message": "hello", "session_id": "support-42"})
+    assert test_client.get("/sessions/support-42", headers=alice).status_code == 200
+    for other in (bob, carol):
+        foreign = test_client.get("/sessions/support-42", headers=other)
+        absent = test_client.get("/sessions/support-43", headers=other)
+        assert foreign.status_code == absent.status_code == 404
+        assert (
+            foreign.json()["error"]["message"].replace("42", "43")
+            == absent.json()["error"]["message"]
+        )
+        assert test_client.delete("/sessions/support-42", headers=other).status_code == 404
+    # carol's own "support-42": her turn only, alice's session untouched
+    mine = test_client.post(
+        "/chat", headers=carol, json={"message": "mine", "session_id": "support-42"}
+    )
+    assert mine.status_code == 503  # the engine is down; the session is hers
+    carol_view = test_client.get("/sessions/support-42", headers=carol).json()
+    assert [m["content"] for m in carol_view["history"]] == ["mine"]
+    alice_view = test_client.get("/sessions/support-42", headers=alice).json()
+    assert [m["content"] for m in alice_view["history"]] == ["hello"]
     assert [s["id"] for s in test_client.get("/sessions", headers=bob).json()] == []
-    assert test_client.delete("/sessions/alice-s", headers=alice).status_code == 204
-    assert test_client.get("/sessions/alice-s", headers=alice).status_code == 404
+    assert test_client.delete("/sessions/support-42", headers=alice).status_code == 204
+    assert test_client.get("/sessions/support-42", headers=alice).status_code == 404
+    assert test_client.get("/sessions/support-42", headers=carol).status_code == 200
 
 
 def test_an_unexpected_error_is_500_with_a_request_id(
-    client: tuple[TestClient, dict[str, str], str], caplog: pytest.LogCaptureFixture
+    client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     test_client, auth, _ = client
     state = test_client.app.state.service  # type: ignore[attr-defined]
@@ -210,8 +206,8 @@ def test_an_unexpected_error_is_500_with_a_request_id(
 
 def test_migrations_create_every_table(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    upgrade_database(url)
-    upgrade_database(url)  # idempotent
+    assert upgrade_database(url) is True
+    assert upgrade_database(url) is False  # current: only read
 
     async def tables() -> set[str]:
         engine = create_engine(url)
@@ -282,13 +278,18 @@ def test_recorded_prompts_expire_and_export_as_a_trace(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no recorded prompts" in result.output
 
 
-def test_dashboard_with_the_engine_down(client: tuple[TestClient, dict[str, str], str]) -> None:
-    test_client, auth, _ = client
+def test_dashboard_with_the_engine_down(client: Client) -> None:
+    test_client, auth, url = client
     page = test_client.get("/dashboard", headers=auth)
     assert page.status_code == 200
     assert "script-src" not in page.headers["content-security-policy"]
     assert 'id="total-requests" data-value="0"' in page.text
-    assert "/metrics: ConnectError" in page.text  # the replica is shown as unreachable
+    # engine-wide counters and replica addresses: admins only
+    assert 'id="replicas-note"' in page.text and "127.0.0.1" not in page.text
+    admin = {"Authorization": f"Bearer {make_key(url, 'acme', 'root', admin=True)}"}
+    admin_page = test_client.get("/dashboard", headers=admin).text
+    assert "/metrics: ConnectError" in admin_page  # the replica is shown as unreachable
+    assert 'id="replicas-note"' not in admin_page
     assert "set service.record_prompts: true" in page.text
     login = test_client.post("/dashboard/login", data={"key": "nope"}, follow_redirects=False)
     assert login.status_code == 401 and "not valid" in login.text

@@ -1,12 +1,17 @@
-"""Cache metrics: every response passes through a recorder, which keeps per-request
-records, aggregates them per agent and per tier, and exports Prometheus metrics."""
+"""Cache metrics: every response passes through a recorder, which aggregates it per
+agent and per tier and exports Prometheus metrics.
+
+Memory is bounded whatever the traffic: per group, running sums and the last
+``SAMPLE`` TTFTs and request times (for p50/p95); the recorder keeps only the last
+``RECENT`` requests themselves (``records``)."""
 
 from __future__ import annotations
 
 import statistics
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -90,15 +95,57 @@ def aggregate(
     )
 
 
+#: TTFTs and request times kept per group for its percentiles
+SAMPLE = 2048
+#: requests kept whole (``CacheMetricsRecorder.records``)
+RECENT = 1024
+
+
+@dataclass
+class _Running:
+    """A group's running figures: sums, and the latest samples for percentiles."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int | None = 0
+    ttfts: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE))
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE))
+
+    def add(self, rec: RequestRecord) -> None:
+        self.requests += 1
+        self.prompt_tokens += rec.prompt_tokens
+        self.cached_tokens = (
+            None
+            if self.cached_tokens is None or rec.cached_tokens is None
+            else self.cached_tokens + rec.cached_tokens
+        )
+        if rec.ttft is not None:
+            self.ttfts.append(rec.ttft)
+        self.times.append(rec.processing_time)
+
+    def aggregate(self, key: str, expected: tuple[float, float] | None) -> Aggregate:
+        return Aggregate(
+            key=key,
+            requests=self.requests,
+            prompt_tokens=self.prompt_tokens,
+            cached_tokens=self.cached_tokens if self.requests else None,
+            ttft_p50=percentile(self.ttfts, 50),
+            ttft_p95=percentile(self.ttfts, 95),
+            processing_p50=statistics.median(self.times) if self.times else None,
+            expected_range=expected,
+        )
+
+
 class CacheMetricsRecorder:
-    """Collects ``RequestRecord``s and mirrors them into Prometheus metrics (``prefixcache_*``)."""
+    """Aggregates responses per agent and tier and mirrors them into Prometheus metrics
+    (``prefixcache_*``), in bounded memory."""
 
     def __init__(self, tiers: AgentTierMap, registry: CollectorRegistry | None = None) -> None:
         self.tiers = tiers
-        self.records: list[RequestRecord] = []
-        # running (prompt, cached) sums per agent for the hit-ratio gauge; cached is None
-        # once any of the agent's requests came without a cached-token figure
-        self._totals: dict[str, tuple[int, int | None]] = {}
+        #: the latest ``RECENT`` requests
+        self.records: deque[RequestRecord] = deque(maxlen=RECENT)
+        self._agents: dict[str, _Running] = {}
+        self._tier_figures: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self.registry = registry or CollectorRegistry()
         labels = ("agent_type", "tier")
@@ -171,19 +218,16 @@ class CacheMetricsRecorder:
         )
         with self._lock:
             self.records.append(rec)
+            self._agents.setdefault(name, _Running()).add(rec)
+            self._tier_figures.setdefault(tier, _Running()).add(rec)
             self._requests.labels(name, tier).inc()
             self._prompt.labels(name, tier).inc(rec.prompt_tokens)
             if rec.cached_tokens is None:
                 self._unknown.labels(name, tier).inc()
             else:
                 self._cached.labels(name, tier).inc(rec.cached_tokens)
-            prompt, cached = self._totals.get(name, (0, 0))
-            prompt += rec.prompt_tokens
-            cached = (
-                None if cached is None or rec.cached_tokens is None else cached + rec.cached_tokens
-            )
-            self._totals[name] = (prompt, cached)
-            ratio = hit_rate(cached, prompt)
+            running = self._agents[name]
+            ratio = hit_rate(running.cached_tokens, running.prompt_tokens)
             if ratio is not None:
                 self._ratio.labels(name, tier).set(ratio)
             if rec.ttft is not None:
@@ -192,18 +236,18 @@ class CacheMetricsRecorder:
         return rec
 
     def by_agent(self) -> list[Aggregate]:
-        names = sorted({r.agent_type for r in self.records})
-        return [
-            aggregate(n, (r for r in self.records if r.agent_type == n), self._expected(n))
-            for n in names
-        ]
+        with self._lock:
+            return [
+                running.aggregate(name, self._expected(name))
+                for name, running in sorted(self._agents.items())
+            ]
 
     def by_tier(self) -> list[Aggregate]:
-        tiers = sorted({r.tier for r in self.records})
-        return [
-            aggregate(t, (r for r in self.records if r.tier == t), self._tier_expected(t))
-            for t in tiers
-        ]
+        with self._lock:
+            return [
+                running.aggregate(tier, self._tier_expected(tier))
+                for tier, running in sorted(self._tier_figures.items())
+            ]
 
     def _expected(self, agent: str) -> tuple[float, float] | None:
         return (

@@ -4,22 +4,26 @@ tenant always come from the API key, never from a request body."""
 from __future__ import annotations
 
 import asyncio
-import time
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ..llm.inspector import EngineInspector
+from ..llm.models import hit_rate
 from ..llm.providers import SESSION_HEADER
-from .auth import Principal, authenticate
+from .auth import NAME_PATTERN, Principal, authenticate
 from .conversations import Conversations, session_messages
-from .db import ChatSession
+from .db import CacheRecord, ChatSession, session_key
 from .db import Message as MessageRow
-from .errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
+from .errors import NotFound, TooManyRequests, Unauthorized, UnsupportedMediaType
 from .gateway import AGENT_HEADER, Gateway
+from .gateway_contract import header_value, parse_json
 from .protocol import (
+    ID_PATTERN,
     CacheFigures,
     ChatRequest,
     ChatResponse,
@@ -36,9 +40,6 @@ from .stats import tenant_stats
 
 router = APIRouter()
 
-#: a verified key is trusted this long without a database lookup (revocation delay)
-AUTH_TTL_S = 10.0
-
 
 def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
@@ -51,6 +52,9 @@ State = Annotated[ServiceState, Depends(get_state)]
 async def get_principal(
     state: State, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
+    """The caller, from its API key, checked in the database on every request (a revoked
+    key stops at once, on every instance), and counted against the per-minute limit that
+    every instance shares."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized(
             "Send an API key as 'Authorization: Bearer <key>' (create one with "
@@ -58,31 +62,35 @@ async def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     key = authorization[7:].strip()
-    cached = state.auth_cache.get(key)
-    now = time.monotonic()
-    if cached is not None and cached[1] > now:
-        principal: Principal | None = cached[0]
-    else:
-        async with state.sessions() as db:
-            principal = await authenticate(db, key)
-        if principal is not None:
-            if len(state.auth_cache) > 10_000:
-                state.auth_cache.clear()
-            state.auth_cache[key] = (principal, now + AUTH_TTL_S)
-    if principal is None:
-        raise Unauthorized(
-            "The API key is not valid (unknown, revoked or malformed).",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    wait = state.limiter.check(principal.key_id)
+    async with state.sessions() as db:
+        principal = await authenticate(db, key)
+        if principal is None:
+            raise Unauthorized(
+                "The API key is not valid (unknown, revoked or malformed).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        wait = await state.limiter.check(db, principal.key_id)
     if wait > 0:
         limit = state.settings.service.rate_limit_per_minute
         raise TooManyRequests(
             f"More than {limit} requests per minute with this API key "
             "(service.rate_limit_per_minute); retry after the Retry-After seconds.",
-            headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
     return principal
+
+
+def json_body(content_type: Annotated[str | None, Header()] = None) -> None:
+    """415 unless the body says it is JSON (as vLLM answers)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(
+            f"Send the body as JSON with 'Content-Type: application/json' (got "
+            f"{content_type or 'no Content-Type'!r})."
+        )
+
+
+JsonBody = Depends(json_body)
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
@@ -97,8 +105,11 @@ Convos = Annotated[Conversations, Depends(conversations)]
 
 # -- the guide's endpoints ------------------------------------------------------------
 
+SessionId = Annotated[str, PathParam(pattern=ID_PATTERN, max_length=64)]
+TaskId = Annotated[str, PathParam(pattern=ID_PATTERN, max_length=64)]
 
-@router.post("/chat", response_model=ChatResponse, tags=["chat"])
+
+@router.post("/chat", response_model=ChatResponse, tags=["chat"], dependencies=[JsonBody])
 async def chat(body: ChatRequest, caller: Caller, convos: Convos) -> Any:
     """One chat turn: the agent's optimized prompt, the session's history, the reply and
     its cache figures. ``stream: true`` answers with server-sent events."""
@@ -106,19 +117,19 @@ async def chat(body: ChatRequest, caller: Caller, convos: Convos) -> Any:
         prepared = await convos.prepare(caller, body)
         return StreamingResponse(
             convos.chat_stream(caller, body, prepared), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Session-Id": prepared.session.id},
+            headers={"Cache-Control": "no-cache", "X-Session-Id": prepared.session_id},
         )  # fmt: skip
     return await convos.chat(caller, body)
 
 
-@router.post("/tasks", response_model=TaskResponse, tags=["tasks"])
+@router.post("/tasks", response_model=TaskResponse, tags=["tasks"], dependencies=[JsonBody])
 async def create_task(body: TaskRequest, caller: Caller, convos: Convos) -> TaskResponse:
     """The guide's task execution; chain tasks with ``previous_task_id``."""
     return await convos.run_task(caller, body)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskResponse, tags=["tasks"])
-async def get_task(task_id: str, caller: Caller, convos: Convos) -> TaskResponse:
+async def get_task(task_id: TaskId, caller: Caller, convos: Convos) -> TaskResponse:
     return await convos.get_task(caller, task_id)
 
 
@@ -143,7 +154,7 @@ async def list_sessions(caller: Caller, state: State) -> list[SessionSummary]:
         ).all()
     return [
         SessionSummary(
-            id=s.id,
+            id=s.public_id,
             agent_type=s.agent_type,
             messages=n or 0,
             created_at=s.created_at,
@@ -154,30 +165,27 @@ async def list_sessions(caller: Caller, state: State) -> list[SessionSummary]:
 
 
 async def _own_session(state: ServiceState, caller: Principal, session_id: str) -> ChatSession:
+    """The caller's session; another user's or tenant's id is as absent as a made-up one
+    (ids are scoped by user, so it is not even looked at)."""
     async with state.sessions() as db:
-        found = await db.get(ChatSession, session_id)
-    if found is None or found.user_id != caller.user_id:
+        found = await db.get(ChatSession, session_key(caller.user_id, session_id))
+    if found is None:
         raise NotFound(f"No session {session_id!r} for this API key.")
     return found
 
 
 @router.get("/sessions/{session_id}", response_model=SessionDetail, tags=["sessions"])
-async def get_session(session_id: str, caller: Caller, state: State) -> SessionDetail:
+async def get_session(session_id: SessionId, caller: Caller, state: State) -> SessionDetail:
     session = await _own_session(state, caller, session_id)
     async with state.sessions() as db:
-        rows = await session_messages(db, session_id)
+        rows = await session_messages(db, session.id)
     history = []
     for m in rows:
         cache = None
         if m.prompt_tokens is not None and m.role == "assistant":
-            rate = (
-                m.cached_tokens / m.prompt_tokens
-                if m.cached_tokens is not None and m.prompt_tokens
-                else None
-            )
             cache = CacheFigures(
-                prompt_tokens=m.prompt_tokens, cached_tokens=m.cached_tokens, hit_rate=rate,
-                ttft=m.ttft,
+                prompt_tokens=m.prompt_tokens, cached_tokens=m.cached_tokens,
+                hit_rate=hit_rate(m.cached_tokens, m.prompt_tokens), ttft=m.ttft,
             )  # fmt: skip
         history.append(
             MessageOut(
@@ -190,16 +198,18 @@ async def get_session(session_id: str, caller: Caller, state: State) -> SessionD
             )
         )
     return SessionDetail(
-        id=session.id, agent_type=session.agent_type, messages=len(rows),
+        id=session.public_id, agent_type=session.agent_type, messages=len(rows),
         created_at=session.created_at, updated_at=session.updated_at, history=history,
     )  # fmt: skip
 
 
 @router.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
-async def delete_session(session_id: str, caller: Caller, state: State) -> Response:
+async def delete_session(session_id: SessionId, caller: Caller, state: State) -> Response:
+    """The session, its messages, its tasks and its cache records (prompt text too)."""
     session = await _own_session(state, caller, session_id)
     async with state.sessions() as db:
-        await db.delete(await db.merge(session))
+        await db.execute(delete(CacheRecord).where(CacheRecord.session_id == session.id))
+        await db.execute(delete(ChatSession).where(ChatSession.id == session.id))
         await db.commit()
     return Response(status_code=204)
 
@@ -207,7 +217,7 @@ async def delete_session(session_id: str, caller: Caller, state: State) -> Respo
 # -- the OpenAI-compatible gateway ----------------------------------------------------
 
 
-@router.post("/v1/chat/completions", tags=["gateway"])
+@router.post("/v1/chat/completions", tags=["gateway"], dependencies=[JsonBody])
 async def gateway_chat(
     request: Request,
     caller: Caller,
@@ -216,26 +226,30 @@ async def gateway_chat(
     x_agent_type: Annotated[str | None, Header(alias=AGENT_HEADER)] = None,
     x_session_id: Annotated[str | None, Header(alias=SESSION_HEADER)] = None,
 ) -> Any:
-    """vLLM's chat completions, with the tenant's cache salt; the answer unchanged."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Unprocessable("The request body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise Unprocessable("The request body must be a JSON object.")
+    """vLLM's chat completions for the fields on the gateway's allowlist, with the
+    tenant's cache salt; the answer unchanged."""
+    body = parse_json(await request.body())
     gateway = Gateway(state, convos)
-    if body.get("stream"):
-        answer, asked_usage, _ = await gateway.open_stream(caller, body, x_agent_type, x_session_id)
-        if answer.status_code >= 400:
-            content = await answer.aread()
-            await answer.aclose()
-            return Response(content, status_code=answer.status_code,
-                            media_type=answer.headers.get("content-type"))  # fmt: skip
-        return StreamingResponse(
-            gateway.relay(caller, body, x_agent_type, answer, asked_usage),
-            media_type="text/event-stream",
-        )
-    status, content, headers = await gateway.complete(caller, body, x_agent_type, x_session_id)
+    agent = header_value(AGENT_HEADER, x_agent_type, NAME_PATTERN)
+    session = header_value(SESSION_HEADER, x_session_id, NAME_PATTERN)
+    upstream, asked_usage = gateway.prepare(caller, body)
+    release = await state.admission.acquire(caller.key_id, caller.tenant)
+    try:
+        if upstream.get("stream"):
+            answer = await gateway.open_stream(upstream, session, caller)
+            if answer.status_code >= 400:
+                content = await answer.aread()
+                await answer.aclose()
+                release()
+                return Response(content, status_code=answer.status_code,
+                                media_type=answer.headers.get("content-type"))  # fmt: skip
+            stream = gateway.relay(caller, body, agent, answer, asked_usage, release)
+            return StreamingResponse(stream, media_type="text/event-stream")
+        status, content, headers = await gateway.complete(caller, body, upstream, agent, session)
+    except BaseException:
+        release()
+        raise
+    release()
     return Response(content, status_code=status, media_type=headers["content-type"])
 
 
@@ -270,9 +284,17 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=ReadyResponse, tags=["health"])
-async def ready(state: State, response: Response) -> ReadyResponse:
-    """vLLM reachable, prefix caching on, block size known."""
+async def ready(
+    state: State, response: Response, authorization: Annotated[str | None, Header()] = None
+) -> ReadyResponse:
+    """vLLM reachable, prefix caching on, block size known. The engine's URL and the raw
+    error are shown only to an admin key (``keys create --admin``)."""
     cfg = state.settings.llm.vllm
+    admin = False
+    if authorization and authorization.lower().startswith("bearer "):
+        async with state.sessions() as db:
+            who = await authenticate(db, authorization[7:].strip())
+        admin = who is not None and who.admin
 
     def check() -> ReadyResponse:
         with EngineInspector(cfg.url, cfg.model_name(), cfg.api_key, timeout=5) as inspector:
@@ -283,14 +305,17 @@ async def ready(state: State, response: Response) -> ReadyResponse:
         elif stats.block_size is None:
             problem = "vLLM's /metrics has no block size (is it vLLM, or a router?)"
         return ReadyResponse(
-            ready=problem is None, vllm_url=cfg.url, prefix_caching=stats.prefix_caching_enabled,
+            ready=problem is None, prefix_caching=stats.prefix_caching_enabled,
             block_size=stats.block_size, problem=problem,
         )  # fmt: skip
 
     try:
         result = await asyncio.to_thread(check)
     except Exception as exc:  # any failure to reach vLLM means: not ready
-        result = ReadyResponse(ready=False, vllm_url=cfg.url, problem=str(exc).splitlines()[0])
+        detail = str(exc).splitlines()[0] if admin else "the engine is not reachable"
+        result = ReadyResponse(ready=False, problem=detail)
+    if admin:
+        result.vllm_url = cfg.url
     if not result.ready:
         response.status_code = 503
         response.headers["Retry-After"] = "5"

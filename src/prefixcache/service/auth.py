@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .db import ApiKey, Tenant, User, utcnow
 
 KEY_PATTERN = re.compile(r"^pc_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
+#: tenants, users, session ids and task ids: ASCII, no '/', at most 64 characters
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -28,6 +29,8 @@ class Principal:
     user: str
     #: tools the user may use; None: every tool of the agent
     tools: tuple[str, ...] | None
+    #: sees every user's prompt text and the engine-wide figures on the dashboard
+    admin: bool = False
 
     @property
     def user_id(self) -> str:
@@ -48,8 +51,9 @@ def check_name(kind: str, value: str) -> str:
 
 
 async def create_key(
-    db: AsyncSession, tenant: str, user: str, tools: list[str] | None = None
-) -> str:
+    db: AsyncSession, tenant: str, user: str, tools: list[str] | None = None,
+    admin: bool = False,
+) -> str:  # fmt: skip
     """Create (tenant, user) if new and a key for them; returns the key, shown once."""
     check_name("tenant", tenant)
     check_name("user", user)
@@ -62,25 +66,35 @@ async def create_key(
         await db.flush()
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    db.add(ApiKey(id=key_id, secret_hash=_hash(secret), user_id=user_id, tools=tools))
+    db.add(ApiKey(id=key_id, secret_hash=_hash(secret), user_id=user_id, tools=tools, admin=admin))
     await db.commit()
     return f"pc_{key_id}_{secret}"
 
 
 async def authenticate(db: AsyncSession, key: str) -> Principal | None:
+    """The principal of a valid key (one indexed lookup; no cache, so a revoked key
+    stops working at once, on every instance)."""
     match = KEY_PATTERN.match(key)
     if match is None:
         return None
     key_id, secret = match.groups()
-    row = await db.get(ApiKey, key_id)
-    expected = row.secret_hash if row is not None else _hash("no-such-key")
+    row = (
+        await db.execute(
+            select(ApiKey, User.tenant_id, User.name)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.id == key_id)
+        )
+    ).first()
+    expected = row[0].secret_hash if row is not None else _hash("no-such-key")
     valid = hmac.compare_digest(expected, _hash(secret))
-    if row is None or not valid or row.revoked_at is not None:
+    if row is None or not valid or row[0].revoked_at is not None:
         return None
-    user = await db.get(User, row.user_id)
-    assert user is not None
-    tools = tuple(row.tools) if row.tools is not None else None
-    return Principal(key_id, user.tenant_id, user.name, tools)
+    return _principal(row[0], row[1], row[2])
+
+
+def _principal(key: ApiKey, tenant: str, user: str) -> Principal:
+    tools = tuple(key.tools) if key.tools is not None else None
+    return Principal(key.id, tenant, user, tools, bool(key.admin))
 
 
 async def principal_for_key_id(db: AsyncSession, key_id: str) -> Principal | None:
@@ -92,8 +106,7 @@ async def principal_for_key_id(db: AsyncSession, key_id: str) -> Principal | Non
     user = await db.get(User, row.user_id)
     if user is None:
         return None
-    tools = tuple(row.tools) if row.tools is not None else None
-    return Principal(key_id, user.tenant_id, user.name, tools)
+    return _principal(row, user.tenant_id, user.name)
 
 
 async def revoke_key(db: AsyncSession, key_id: str) -> bool:

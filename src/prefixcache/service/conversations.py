@@ -10,14 +10,15 @@ cut short (the client gone, the engine dead) keeps what was received as an
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient
 
 from ..errors import PrefixCacheError, PromptTooLongError
 from ..llm.models import LLMResponse, Message, hit_rate
@@ -30,6 +31,8 @@ from .db import (
     TaskStatus,
     TurnStatus,
     new_id,
+    public_session_id,
+    session_key,
     utcnow,
 )
 from .db import (
@@ -52,15 +55,18 @@ def figures(response: LLMResponse) -> CacheFigures:
 
 @dataclass
 class Prepared:
-    """A chat turn ready to send: the session, the messages, the agent."""
+    """A chat turn ready to send: the session, the messages, the agent, and the engine
+    slot it holds (``release`` gives it back)."""
 
-    session: ChatSession
+    session_key: str  # the stored id, scoped by user
+    session_id: str  # the caller's id
     agent: str
     tier: str
     messages: list[Message]
     user_turn_id: int
     salt: str | None
     max_tokens: int
+    release: Callable[[], None] = lambda: None
 
 
 class Conversations:
@@ -145,42 +151,63 @@ class Conversations:
             )
         return cache[prefix]
 
-    async def _session(
-        self, db: AsyncSession, principal: Principal, session_id: str | None, agent: str
+    async def _ensure_session(
+        self, db: AsyncSession, principal: Principal, key: str, agent: str
     ) -> ChatSession:
-        if session_id is not None:
-            found = await db.get(ChatSession, session_id)
-            if found is not None:
-                if found.user_id != principal.user_id:
-                    raise NotFound(f"No session {session_id!r} for this API key.")
-                return found
-        session = ChatSession(
-            id=session_id or new_id("s"), user_id=principal.user_id,
-            tenant_id=principal.tenant, agent_type=agent,
-        )  # fmt: skip
-        db.add(session)
-        return session
+        """The caller's session ``key``, created if new; its agent set to ``agent``."""
+        found = await db.get(ChatSession, key)
+        if found is None:
+            found = ChatSession(
+                id=key, user_id=principal.user_id, tenant_id=principal.tenant, agent_type=agent
+            )
+            db.add(found)
+        found.agent_type = agent
+        found.updated_at = utcnow()
+        return found
 
-    async def _history(self, db: AsyncSession, session_id: str) -> list[MessageRow]:
-        """Complete exchanges only: a failed or incomplete turn is kept, not replayed."""
-        rows = await session_messages(db, session_id)
-        out: list[MessageRow] = []
-        for user, reply in itertools.pairwise(rows):
-            if (
-                user.role == "user" and reply.role == "assistant"
-                and user.status == TurnStatus.COMPLETE and reply.status == TurnStatus.COMPLETE
-            ):  # fmt: skip
-                out += [user, reply]
-        return out[-self.service.history_max_messages :]
+    async def _store(
+        self, principal: Principal, key: str, agent: str, row: MessageRow | Task
+    ) -> None:
+        """Commit ``row`` with its session (created if new). Two first turns of one new
+        session may race to create it: the loser retries and finds it."""
+        for attempt in range(3):
+            try:
+                async with self.state.sessions() as db:
+                    await self._ensure_session(db, principal, key, agent)
+                    db.add(row)
+                    await db.commit()
+                    return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                make_transient(row)
+                if isinstance(row, MessageRow):
+                    row.id = None  # type: ignore[assignment]
+
+    async def _history(self, db: AsyncSession, session_key: str) -> list[MessageRow]:
+        """Complete exchanges only, each question with its own answer: an assistant turn
+        names the user turn it answers (``reply_to``), so turns sent in parallel replay
+        in order, each with its reply. A failed or incomplete turn is kept, not replayed."""
+        rows = await session_messages(db, session_key)
+        replies = {
+            r.reply_to: r for r in rows
+            if r.role == "assistant" and r.status == TurnStatus.COMPLETE and r.reply_to is not None
+        }  # fmt: skip
+        pairs = [
+            (r, replies[r.id]) for r in rows
+            if r.role == "user" and r.status == TurnStatus.COMPLETE and r.id in replies
+        ]  # fmt: skip
+        keep = pairs[-(self.service.history_max_messages // 2) :]
+        return [m for pair in keep for m in pair]
 
     def _messages(
-        self, principal: Principal, session: ChatSession, agent: str, request: ChatRequest,
+        self, principal: Principal, session_id: str, agent: str, request: ChatRequest,
         history: list[MessageRow], tools: list[str],
     ) -> list[Message]:  # fmt: skip
         library = self.state.library
         common: dict[str, Any] = {
             "agent_type": agent,
-            "session_id": session.id,
+            "session_id": session_id,
             "user_name": principal.user,
             "available_tools": tools,
             "additional_params": request.additional_params,
@@ -206,6 +233,7 @@ class Conversations:
     async def record(
         self, principal: Principal, endpoint: str, agent: str, tier: str,
         response: LLMResponse, messages: Sequence[Message] | None = None,
+        session_key: str | None = None,
     ) -> None:  # fmt: skip
         prompt = json.dumps(list(messages), ensure_ascii=False) if (
             messages is not None and self.service.record_prompts
@@ -216,35 +244,54 @@ class Conversations:
                 agent_type=agent, tier=tier, model=response.served_model,
                 prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
                 ttft=response.ttft, processing_time=response.processing_time, prompt=prompt,
+                session_id=session_key,
             )
         )  # fmt: skip
 
     # -- /chat --------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ChatRequest) -> Prepared:
+        """Everything checked before anything is stored: a rejected request (too long,
+        unknown agent, no engine slot) leaves no session and no turn behind. Then the
+        user's turn is committed (``pending``) and the engine slot is held until
+        ``prepared.release()``."""
         self.check_size(request.message, "message")
-        agent, tier = self.agent_for(request.agent_type)
-        tools = self.tools_for(principal, agent, None)
         max_tokens = request.max_tokens or self.service.default_max_tokens
+        public = request.session_id or new_id("s")
+        key = session_key(principal.user_id, public)
         async with self.state.sessions() as db:
-            session = await self._session(db, principal, request.session_id, agent)
-            history = await self._history(db, session.id)
-            messages = self._messages(principal, session, agent, request, history, tools)
-            turn = MessageRow(
-                session_id=session.id, role="user", content=request.message,
-                status=TurnStatus.PENDING,
-            )  # fmt: skip
-            db.add(turn)
-            session.updated_at = utcnow()
-            await db.commit()  # the user's turn is kept before the LLM is asked
-        prepared = Prepared(
-            session, agent, tier, messages, turn.id, self.state.salt_for(principal), max_tokens
-        )
+            session = await db.get(ChatSession, key)
+            # a follow-up without agent_type keeps the session's agent
+            agent, tier = self.agent_for(
+                request.agent_type or (session.agent_type if session is not None else None)
+            )
+            tools = self.tools_for(principal, agent, None)
+            history = await self._history(db, key) if session is not None else []
+        messages = self._messages(principal, public, agent, request, history, tools)
         try:
             await self.check_context(messages, max_tokens, self._prefix_of(agent))
-        except BaseException as exc:
-            await asyncio.shield(self._failed(prepared, exc))
+        except PromptTooLongError:
+            raise  # rejected: nothing is stored
+        except PrefixCacheError as exc:  # the engine could not count: the turn is kept, failed
+            failed = MessageRow(
+                session_id=key, role="user", content=request.message,
+                status=TurnStatus.FAILED, error=_describe(exc),
+            )  # fmt: skip
+            await asyncio.shield(self._store(principal, key, agent, failed))
             raise
-        return prepared
+        release = await self.state.admission.acquire(principal.key_id, principal.tenant)
+        try:
+            turn = MessageRow(
+                session_id=key, role="user", content=request.message,
+                status=TurnStatus.PENDING, instance_id=self.state.instance_id,
+            )  # fmt: skip
+            await self._store(principal, key, agent, turn)  # kept before the LLM is asked
+        except BaseException:
+            release()
+            raise
+        return Prepared(
+            key, public, agent, tier, messages, turn.id, self.state.salt_for(principal),
+            max_tokens, release,
+        )  # fmt: skip
 
     def _prefix_of(self, agent: str) -> str:
         return self.state.library.compose_prompt(agent_type=agent).prefix
@@ -264,6 +311,7 @@ class Conversations:
             turn = await db.get(MessageRow, prepared.user_turn_id)
             assert turn is not None
             turn.status = user_status
+            turn.instance_id = None
             if user_status is TurnStatus.FAILED:
                 turn.error = error
             if response is not None:
@@ -273,8 +321,8 @@ class Conversations:
             if reply is not None:
                 db.add(
                     MessageRow(
-                        session_id=prepared.session.id, role="assistant", content=reply,
-                        status=reply_status,
+                        session_id=prepared.session_key, role="assistant", content=reply,
+                        status=reply_status, reply_to=prepared.user_turn_id,
                         error=error if reply_status is not TurnStatus.COMPLETE else None,
                         prompt_tokens=response.prompt_tokens if response else None,
                         cached_tokens=response.cached_tokens if response else None,
@@ -304,17 +352,20 @@ class Conversations:
             response = await self.state.llm.chat_completion(
                 prepared.messages, max_tokens=prepared.max_tokens,
                 temperature=request.temperature, cache_salt=prepared.salt,
-                agent_type=prepared.agent, session_id=prepared.session.id,
+                agent_type=prepared.agent, session_id=prepared.session_key,
             )  # fmt: skip
         except BaseException as exc:
             await asyncio.shield(self._failed(prepared, exc))
             raise
+        finally:
+            prepared.release()
         await self._completed(prepared, response)
         await self.record(
-            principal, "chat", prepared.agent, prepared.tier, response, prepared.messages
-        )
+            principal, "chat", prepared.agent, prepared.tier, response, prepared.messages,
+            prepared.session_key,
+        )  # fmt: skip
         return ChatResponse(
-            reply=response.content, session_id=prepared.session.id, agent_type=prepared.agent,
+            reply=response.content, session_id=prepared.session_id, agent_type=prepared.agent,
             tier=prepared.tier, finish_reason=response.finish_reason, cache=figures(response),
         )  # fmt: skip
 
@@ -325,22 +376,23 @@ class Conversations:
         figures, or ``error``. A client gone mid-stream leaves an ``incomplete`` turn."""
         parts: list[str] = []
         finished = False
-        yield _sse("start", {"session_id": prepared.session.id, "agent_type": prepared.agent})
+        yield _sse("start", {"session_id": prepared.session_id, "agent_type": prepared.agent})
         try:
             async for event in self.state.llm.stream_completion(
                 prepared.messages, max_tokens=prepared.max_tokens,
                 temperature=request.temperature, cache_salt=prepared.salt,
-                agent_type=prepared.agent, session_id=prepared.session.id,
+                agent_type=prepared.agent, session_id=prepared.session_key,
             ):  # fmt: skip
                 if isinstance(event, LLMResponse):
                     finished = True
+                    prepared.release()
                     await asyncio.shield(self._completed(prepared, event))
                     await self.record(
                         principal, "chat", prepared.agent, prepared.tier, event,
-                        prepared.messages,
+                        prepared.messages, prepared.session_key,
                     )  # fmt: skip
                     yield _sse("done", {
-                        "session_id": prepared.session.id, "finish_reason": event.finish_reason,
+                        "session_id": prepared.session_id, "finish_reason": event.finish_reason,
                         "cache": figures(event).model_dump(),
                     })  # fmt: skip
                 else:
@@ -348,6 +400,7 @@ class Conversations:
                     yield _sse("token", {"delta": event})
         except PrefixCacheError as exc:
             finished = True
+            prepared.release()
             if parts:
                 await self._cut(prepared, "".join(parts), _describe(exc))
             else:
@@ -355,6 +408,7 @@ class Conversations:
             status, code, _ = to_http(exc)
             yield _sse("error", {"status": status, "code": code, "message": str(exc)})
         finally:
+            prepared.release()
             if not finished:  # the client went away (or the task was cancelled)
                 await asyncio.shield(
                     self._cut(
@@ -365,51 +419,57 @@ class Conversations:
 
     # -- /tasks -----------------------------------------------------------------------
     async def run_task(self, principal: Principal, request: TaskRequest) -> TaskResponse:
+        """The guide's ``execute_task``. Checked before anything is stored; the task is
+        committed ``running`` before the LLM is asked, then ``completed`` or ``failed``."""
         self.check_size(request.description, "description")
         agent, tier = self.agent_for(request.agent_type)
         tools = self.tools_for(principal, agent, request.required_tools)
         max_tokens = request.max_tokens or self.service.default_max_tokens
-        async with self.state.sessions() as db:
-            previous: Task | None = None
-            if request.previous_task_id is not None:
+        previous: Task | None = None
+        if request.previous_task_id is not None:
+            async with self.state.sessions() as db:
                 previous = await db.get(Task, request.previous_task_id)
-                if previous is None or previous.user_id != principal.user_id:
-                    raise NotFound(f"No task {request.previous_task_id!r} for this API key.")
-            session_id = request.session_id or (previous.session_id if previous else None)
-            session = await self._session(db, principal, session_id, agent)
+            if previous is None or previous.user_id != principal.user_id:
+                raise NotFound(f"No task {request.previous_task_id!r} for this API key.")
+        if request.session_id is not None:
+            key = session_key(principal.user_id, request.session_id)
+        elif previous is not None:
+            key = previous.session_id
+        else:
+            key = session_key(principal.user_id, new_id("s"))
+        public = public_session_id(key)
+        # the guide's execute_task: the previous result as recent context, priority and
+        # deadline as additional parameters
+        recent = f"Previous task: {previous.result}" if previous and previous.result else None
+        system = self.state.library.compose_prompt(
+            agent_type=agent, session_id=public, user_name=principal.user,
+            available_tools=tools, recent_context=recent,
+            additional_params={"task_priority": request.priority, "task_deadline": request.deadline},
+        ).text  # fmt: skip
+        messages: list[Message] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": request.description},
+        ]
+        await self.check_context(messages, max_tokens, self._prefix_of(agent))
+        async with self.state.admission.slot(principal.key_id, principal.tenant):
             task = Task(
-                id=new_id("t"), user_id=principal.user_id, session_id=session.id,
+                id=new_id("t"), user_id=principal.user_id, session_id=key,
                 agent_type=agent, description=request.description,
                 required_tools=request.required_tools, priority=request.priority,
                 deadline=request.deadline, previous_task_id=request.previous_task_id,
-                status=TaskStatus.RUNNING,
+                status=TaskStatus.RUNNING, instance_id=self.state.instance_id,
             )  # fmt: skip
-            db.add(task)
-            await db.commit()
-            # the guide's execute_task: the previous result as recent context, priority and
-            # deadline as additional parameters
-            recent = f"Previous task: {previous.result}" if previous and previous.result else None
-            system = self.state.library.compose_prompt(
-                agent_type=agent, session_id=session.id, user_name=principal.user,
-                available_tools=tools, recent_context=recent,
-                additional_params={"task_priority": request.priority, "task_deadline": request.deadline},
-            ).text  # fmt: skip
-            messages: list[Message] = [
-                {"role": "system", "content": system},
-                {"role": "user", "content": request.description},
-            ]
-            session_id_of_task = session.id
-        try:
-            await self.check_context(messages, max_tokens, self._prefix_of(agent))
-            response = await self.state.llm.chat_completion(
-                messages, max_tokens=max_tokens, cache_salt=self.state.salt_for(principal),
-                agent_type=agent, session_id=session_id_of_task,
-            )  # fmt: skip
-        except BaseException as exc:
-            await asyncio.shield(self._finish_task(task.id, None, _describe(exc)))
-            raise
+            await self._store(principal, key, agent, task)
+            try:
+                response = await self.state.llm.chat_completion(
+                    messages, max_tokens=max_tokens, cache_salt=self.state.salt_for(principal),
+                    agent_type=agent, session_id=key,
+                )  # fmt: skip
+            except BaseException as exc:
+                await asyncio.shield(self._finish_task(task.id, None, _describe(exc)))
+                raise
         await self._finish_task(task.id, response, None)
-        await self.record(principal, "tasks", agent, tier, response, messages)
+        await self.record(principal, "tasks", agent, tier, response, messages, key)
         return await self.get_task(principal, task.id)
 
     async def _finish_task(
@@ -419,6 +479,7 @@ class Conversations:
             task = await db.get(Task, task_id)
             assert task is not None
             task.finished_at = utcnow()
+            task.instance_id = None
             if response is None:
                 task.status, task.error = TaskStatus.FAILED, error
             else:
@@ -440,7 +501,8 @@ class Conversations:
                     hit_rate=hit_rate(task.cached_tokens, task.prompt_tokens), ttft=task.ttft,
                 )  # fmt: skip
             return TaskResponse(
-                id=task.id, session_id=task.session_id, agent_type=task.agent_type,
+                id=task.id, session_id=public_session_id(task.session_id),
+                agent_type=task.agent_type,
                 status=task.status, description=task.description, result=task.result,
                 error=task.error, priority=task.priority, deadline=task.deadline,
                 previous_task_id=task.previous_task_id, cache=cache,

@@ -4,30 +4,50 @@ dependencies), never imported as globals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..llm.interface import LLMInterface
 from ..llm.metrics import CacheMetricsRecorder
 from ..prompts.library import PromptLibrary
-from ..settings import Settings
+from ..settings import Settings, default_home
+from .admission import Admission, Limits
 from .auth import Principal
-from .db import CacheRecord, create_engine, session_factory, sqlite_path, utcnow
+from .db import (
+    CacheRecord,
+    ChatSession,
+    Instance,
+    Message,
+    Task,
+    TaskStatus,
+    TurnStatus,
+    create_engine,
+    session_factory,
+    sqlite_path,
+    utcnow,
+)
 from .isolation import cache_salt, load_or_create_secret
-from .ratelimit import RateLimiter
+from .ratelimit import SharedRateLimiter
+
+logger = logging.getLogger("prefixcache.service")
 
 #: cache records are written in batches, at most this long after their request
 RECORD_FLUSH_S = 0.5
-#: recorded prompt text past its retention is removed at most this often
+#: recorded prompt text and sessions past their retention are removed this often
 PRUNE_EVERY_S = 3600.0
+#: an instance writes its heartbeat this often; one silent for DEAD_AFTER_S is dead
+HEARTBEAT_S = 10.0
+DEAD_AFTER_S = 30.0
 
 
 @dataclass
@@ -38,19 +58,21 @@ class ServiceState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     secret: str
-    limiter: RateLimiter
+    limiter: SharedRateLimiter
+    admission: Admission
     recorder: CacheMetricsRecorder
     http: httpx.AsyncClient  # the gateway's client to vLLM
+    #: this process, in the service_instances table (pending turns carry it)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: tokens of each static prefix, counted once with the server's /tokenize
     prefix_tokens: dict[str, int] = field(default_factory=dict)
-    #: verified keys -> (principal, expiry): a revoked key stops working within AUTH_TTL_S
-    auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
     #: cache records being written after their response went out
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: cache records waiting for the next batched write (one transaction per batch)
     pending_records: list[CacheRecord] = field(default_factory=list)
     _writer: asyncio.Task[None] | None = None
-    #: monotonic time of the last removal of expired prompt text (0: never)
+    _maintenance: asyncio.Task[None] | None = None
+    #: monotonic time of the last removal of expired text (0: never)
     pruned_at: float = 0.0
 
     def add_record(self, record: CacheRecord) -> None:
@@ -70,13 +92,10 @@ class ServiceState:
         async with self.sessions() as db:
             db.add_all(batch)
             await db.commit()
-        if time.monotonic() - self.pruned_at > PRUNE_EVERY_S:
-            await self.prune_prompts()
 
     async def prune_prompts(self) -> int:
         """Forget recorded prompt text older than ``service.record_prompts_days`` (the
-        figures stay). Run at startup and at most hourly after that."""
-        self.pruned_at = time.monotonic()
+        figures stay)."""
         cutoff = utcnow() - timedelta(days=self.settings.service.record_prompts_days)
         async with self.sessions() as db:
             result = await db.execute(
@@ -86,6 +105,74 @@ class ServiceState:
             )
             await db.commit()
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def prune_sessions(self) -> int:
+        """Delete sessions untouched for ``service.retention_days``, with their messages,
+        tasks (the database cascades) and cache records."""
+        days = self.settings.service.retention_days
+        if days is None:
+            return 0
+        old = select(ChatSession.id).where(ChatSession.updated_at < utcnow() - timedelta(days=days))
+        async with self.sessions() as db:
+            await db.execute(delete(CacheRecord).where(CacheRecord.session_id.in_(old)))
+            result = await db.execute(delete(ChatSession).where(ChatSession.id.in_(old)))
+            await db.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def prune(self) -> None:
+        """Everything past its retention, and rate windows no limit reads any more."""
+        self.pruned_at = time.monotonic()
+        await self.prune_prompts()
+        await self.prune_sessions()
+        async with self.sessions() as db:
+            await SharedRateLimiter.forget_old(db)
+
+    async def heartbeat(self) -> None:
+        """Say this instance is alive; mark the turns and tasks that dead instances (or a
+        crash of this one's predecessor) left waiting as ``interrupted``."""
+        now = utcnow()
+        async with self.sessions() as db:
+            row = await db.get(Instance, self.instance_id)
+            if row is None:
+                db.add(Instance(id=self.instance_id, started_at=now, seen_at=now))
+            else:
+                row.seen_at = now
+            await db.commit()
+            alive = select(Instance.id).where(
+                Instance.seen_at >= now - timedelta(seconds=DEAD_AFTER_S)
+            )
+            orphan = or_(Message.instance_id.is_(None), Message.instance_id.not_in(alive))
+            await db.execute(
+                update(Message)
+                .where(Message.status == TurnStatus.PENDING, orphan)
+                .values(status=TurnStatus.INTERRUPTED, instance_id=None,
+                        error="the service instance handling this turn stopped before the reply")
+            )  # fmt: skip
+            orphan_task = or_(Task.instance_id.is_(None), Task.instance_id.not_in(alive))
+            await db.execute(
+                update(Task)
+                .where(Task.status == TaskStatus.RUNNING, orphan_task)
+                .values(status=TaskStatus.INTERRUPTED, instance_id=None, finished_at=now,
+                        error="the service instance running this task stopped before the result")
+            )  # fmt: skip
+            await db.execute(delete(Instance).where(Instance.seen_at < now - timedelta(days=1)))
+            await db.commit()
+
+    async def start(self) -> None:
+        """At startup: register, sweep, prune; then keep doing it in the background."""
+        await self.heartbeat()
+        await self.prune()
+        self._maintenance = asyncio.create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.heartbeat()
+                if time.monotonic() - self.pruned_at > PRUNE_EVERY_S:
+                    await self.prune()
+            except Exception:  # the database may be briefly unreachable: try next time
+                logger.warning("service maintenance failed; retrying", exc_info=True)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` after the response (a record of figures); kept until done."""
@@ -101,6 +188,9 @@ class ServiceState:
         return cache_salt(self.secret, principal, self.settings.service.cache_isolation)
 
     async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         if self._writer is not None:
@@ -108,6 +198,10 @@ class ServiceState:
         await self.flush_records()
         await self.llm.__aexit__()
         await self.http.aclose()
+        with contextlib.suppress(Exception):  # a clean stop: the others need not wait
+            async with self.sessions() as db:
+                await db.execute(delete(Instance).where(Instance.id == self.instance_id))
+                await db.commit()
         await self.engine.dispose()
 
 
@@ -117,7 +211,7 @@ def build_state(settings: Settings) -> ServiceState:
     secret = service.secret
     if secret is None:
         db_file = sqlite_path(url)
-        folder = db_file.parent if db_file is not None else Path.home() / ".cache" / "prefixcache"
+        folder = db_file.parent if db_file is not None else default_home() / "service"
         secret = load_or_create_secret(folder / "service.secret")
     library = PromptLibrary(settings)
     recorder = CacheMetricsRecorder(library.tiers)
@@ -125,6 +219,10 @@ def build_state(settings: Settings) -> ServiceState:
     llm = LLMInterface(cfg.client(), recorder=recorder, ollama=settings.llm.ollama)
     engine = create_engine(url)
     timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
+    limits = Limits(
+        per_key=service.max_concurrent_per_key, per_tenant=service.tenant_limit(),
+        inflight=service.max_inflight, queue_timeout_s=service.queue_timeout_s,
+    )  # fmt: skip
     return ServiceState(
         settings=settings,
         library=library,
@@ -132,7 +230,8 @@ def build_state(settings: Settings) -> ServiceState:
         engine=engine,
         sessions=session_factory(engine),
         secret=secret,
-        limiter=RateLimiter(service.rate_limit_per_minute),
+        limiter=SharedRateLimiter(service.rate_limit_per_minute),
+        admission=Admission(limits, recorder.registry),
         recorder=recorder,
         http=httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256)),
     )

@@ -1,13 +1,21 @@
 """``GET /stats``: the caller's tenant's measured cache figures per agent and per tier,
-beside each tier's expected hit rate (from the recorded requests in the database)."""
+beside each tier's expected hit rate.
+
+Computed in the database, never by loading a tenant's records: one GROUP BY for the
+counts and sums, and one window query that returns, per group, only the rows at the
+ranks the p50 and p95 interpolate between (the same linear interpolation as
+``llm.metrics.percentile``). The cost grows with the number of groups, not of requests.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-from ..llm.metrics import percentile
 from ..llm.models import hit_rate
 from ..prompts.tiers import AgentTierMap, parse_hit_range
 from .db import CacheRecord
@@ -15,48 +23,125 @@ from .protocol import GroupStats, StatsResponse
 from .state import ServiceState
 
 
-def _group(key: str, rows: Sequence[CacheRecord], expected: str | None) -> GroupStats:
-    prompt = sum(r.prompt_tokens for r in rows)
-    known = [r.cached_tokens for r in rows if r.cached_tokens is not None]
-    cached = sum(known) if len(known) == len(rows) and rows else None
-    ttfts = [r.ttft for r in rows if r.ttft is not None]
-    rate = hit_rate(cached, prompt)
+@dataclass(frozen=True)
+class GroupFigures:
+    key: str
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int | None  # None when any request came without a cached figure
+    ttft_p50: float | None
+    ttft_p95: float | None
+
+
+def _interpolate(ranked: dict[int, float], n: int, q: int) -> float | None:
+    if n == 0:
+        return None
+    low = (n - 1) * q // 100
+    pos = (n - 1) * q / 100
+    high = min(low + 1, n - 1)
+    a, b = ranked.get(low), ranked.get(high)
+    if a is None or b is None:
+        return None
+    return a + (b - a) * (pos - low)
+
+
+async def group_figures(
+    db: AsyncSession, column: InstrumentedAttribute[str], *where: ColumnElement[bool]
+) -> list[GroupFigures]:
+    """Figures per value of ``column`` over the records matching ``where``."""
+    sums = (
+        await db.execute(
+            select(
+                column,
+                func.count(),
+                func.coalesce(func.sum(CacheRecord.prompt_tokens), 0),
+                func.coalesce(func.sum(CacheRecord.cached_tokens), 0),
+                func.count(CacheRecord.cached_tokens),
+            )
+            .where(*where)
+            .group_by(column)
+        )
+    ).all()
+    ranked = (
+        select(
+            column.label("g"),
+            CacheRecord.ttft.label("v"),
+            (func.row_number().over(partition_by=column, order_by=CacheRecord.ttft) - 1).label(
+                "rn"
+            ),
+            func.count().over(partition_by=column).label("n"),
+        )
+        .where(*where, CacheRecord.ttft.is_not(None))
+        .subquery()
+    )
+    ranks = [(ranked.c.n - 1) * q // 100 for q in (50, 95)]
+    picked = (
+        await db.execute(
+            select(ranked.c.g, ranked.c.rn, ranked.c.n, ranked.c.v).where(
+                or_(*(ranked.c.rn == r for r in ranks), *(ranked.c.rn == r + 1 for r in ranks))
+            )
+        )
+    ).all()
+    values: dict[str, dict[int, float]] = {}
+    counts: dict[str, int] = {}
+    for group, rank, n, value in picked:
+        values.setdefault(group, {})[int(rank)] = float(value)
+        counts[group] = int(n)
+    out = []
+    for group, requests, prompt, cached, known in sums:
+        n = counts.get(group, 0)
+        out.append(
+            GroupFigures(
+                key=group, requests=int(requests), prompt_tokens=int(prompt or 0),
+                cached_tokens=int(cached or 0) if known == requests and requests else None,
+                ttft_p50=_interpolate(values.get(group, {}), n, 50),
+                ttft_p95=_interpolate(values.get(group, {}), n, 95),
+            )
+        )  # fmt: skip
+    return sorted(out, key=lambda g: g.key)
+
+
+def _stats(figures: GroupFigures, expected: str | None) -> GroupStats:
+    rate = hit_rate(figures.cached_tokens, figures.prompt_tokens)
     verdict = "n/a"
     if rate is not None and expected:
         low, high = parse_hit_range(expected)
         verdict = "below" if rate < low else ("above" if rate > high else "within")
     return GroupStats(
-        key=key, requests=len(rows), prompt_tokens=prompt, cached_tokens=cached, hit_rate=rate,
-        ttft_p50=percentile(ttfts, 50), ttft_p95=percentile(ttfts, 95),
-        expected_hit_rate=expected, versus_expected=verdict,
+        key=figures.key, requests=figures.requests, prompt_tokens=figures.prompt_tokens,
+        cached_tokens=figures.cached_tokens, hit_rate=rate, ttft_p50=figures.ttft_p50,
+        ttft_p95=figures.ttft_p95, expected_hit_rate=expected, versus_expected=verdict,
     )  # fmt: skip
 
 
-def summarize(tenant: str, rows: Sequence[CacheRecord], tiers: AgentTierMap) -> StatsResponse:
-    by_agent: dict[str, list[CacheRecord]] = {}
-    by_tier: dict[str, list[CacheRecord]] = {}
-    for row in rows:
-        by_agent.setdefault(row.agent_type, []).append(row)
-        by_tier.setdefault(row.tier, []).append(row)
+def summarize(
+    tenant: str,
+    by_agent: Sequence[GroupFigures],
+    by_tier: Sequence[GroupFigures],
+    tiers: AgentTierMap,
+) -> StatsResponse:
     expected = {info.tier.value: info.expected_hit_rate for info in tiers.tiers()}
     known = set(tiers.agents())
 
     def agent_expectation(agent: str) -> str | None:
         return tiers.get_cache_hit_expectation(agent) if agent in known else None
 
-    total = _group("all", rows, None)
+    requests = sum(g.requests for g in by_agent)
+    prompt = sum(g.prompt_tokens for g in by_agent)
+    cached = [g.cached_tokens for g in by_agent]
+    total = sum(c for c in cached if c is not None) if None not in cached and cached else None
     return StatsResponse(
         tenant=tenant,
-        requests=len(rows),
-        hit_rate=total.hit_rate,
-        by_agent=[_group(a, r, agent_expectation(a)) for a, r in sorted(by_agent.items())],
-        by_tier=[_group(t, r, expected.get(t)) for t, r in sorted(by_tier.items())],
+        requests=requests,
+        hit_rate=hit_rate(total, prompt),
+        by_agent=[_stats(g, agent_expectation(g.key)) for g in by_agent],
+        by_tier=[_stats(g, expected.get(g.key)) for g in by_tier],
     )
 
 
 async def tenant_stats(state: ServiceState, tenant: str) -> StatsResponse:
+    mine = CacheRecord.tenant_id == tenant
     async with state.sessions() as db:
-        rows = list(
-            (await db.execute(select(CacheRecord).where(CacheRecord.tenant_id == tenant))).scalars()
-        )
-    return summarize(tenant, rows, state.library.tiers)
+        by_agent = await group_figures(db, CacheRecord.agent_type, mine)
+        by_tier = await group_figures(db, CacheRecord.tier, mine)
+    return summarize(tenant, by_agent, by_tier, state.library.tiers)

@@ -84,7 +84,7 @@ async def dashboard(
     """The tenant's live cache figures (HTML); a sign-in form without a valid key."""
     if viewer is None:
         return HTMLResponse(login_page(), status_code=401, headers=HEADERS)
-    data = await gather(state, _explainer(request, state), viewer.tenant)
+    data = await gather(state, _explainer(request, state), viewer)
     return HTMLResponse(page(data, refresh), headers=HEADERS)
 
 

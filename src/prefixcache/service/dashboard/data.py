@@ -27,11 +27,12 @@ from ...diagnostics.doctor import workers_in
 from ...errors import PrefixCacheError
 from ...llm.inspector import parse_engine_metrics
 from ...llm.metrics import percentile
+from ..auth import Principal
 from ..db import CacheRecord, utcnow
 from ..export import to_trace
 from ..protocol import StatsResponse
 from ..state import ServiceState
-from ..stats import summarize
+from ..stats import group_figures, summarize
 
 #: recorded prompts explained per page view (the latest ones)
 BREAK_WINDOW = 200
@@ -72,21 +73,24 @@ class DashboardData:
     router: bool
     breaks: list[tuple[Break, CacheRecord]]
     breaks_note: str | None
+    #: the viewer holds an admin key (sees the replicas and every user's breaks)
+    admin: bool = False
     generated_at: datetime = field(default_factory=utcnow)
 
 
-def ttft_series(rows: Sequence[CacheRecord], now: datetime) -> list[TtftPoint]:
-    """TTFT p50/p95 per minute, the last ``SERIES_MINUTES`` minutes that had requests."""
+def ttft_series(rows: Sequence[tuple[datetime, float | None]], now: datetime) -> list[TtftPoint]:
+    """TTFT p50/p95 per minute from (time, ttft) pairs, the last ``SERIES_MINUTES``
+    minutes that had requests."""
     since = now - timedelta(minutes=SERIES_MINUTES)
     buckets: dict[datetime, list[float]] = {}
     counts: dict[datetime, int] = {}
-    for row in rows:
-        if row.created_at < since:
+    for created_at, ttft in rows:
+        if created_at < since:
             continue
-        minute = row.created_at.replace(second=0, microsecond=0)
+        minute = created_at.replace(second=0, microsecond=0)
         counts[minute] = counts.get(minute, 0) + 1
-        if row.ttft is not None:
-            buckets.setdefault(minute, []).append(row.ttft)
+        if ttft is not None:
+            buckets.setdefault(minute, []).append(ttft)
     return [
         TtftPoint(
             m, counts[m], percentile(buckets.get(m, []), 50), percentile(buckets.get(m, []), 95)
@@ -154,19 +158,39 @@ class BreakExplainer:
         return [(b, recorded[b.request]) for b in latest]
 
 
-async def gather(state: ServiceState, explainer: BreakExplainer, tenant: str) -> DashboardData:
+async def gather(
+    state: ServiceState, explainer: BreakExplainer, viewer: Principal
+) -> DashboardData:
+    """The viewer's tenant's figures. The latest breaks quote prompt text: a viewer sees
+    only their own requests' text unless their key is an admin's; the per-replica
+    counters (engine-wide, every tenant's traffic) and replica URLs are for admins only.
+    Everything is read with bounded queries: aggregates in SQL, the last hour's TTFTs,
+    the latest ``BREAK_WINDOW`` recorded prompts."""
+    tenant = viewer.tenant
+    mine = CacheRecord.tenant_id == tenant
+    since = utcnow() - timedelta(minutes=SERIES_MINUTES)
     async with state.sessions() as db:
-        rows = list(
-            (
-                await db.execute(
-                    select(CacheRecord)
-                    .where(CacheRecord.tenant_id == tenant)
-                    .order_by(CacheRecord.id)
+        by_agent = await group_figures(db, CacheRecord.agent_type, mine)
+        by_tier = await group_figures(db, CacheRecord.tier, mine)
+        recent = (
+            await db.execute(
+                select(CacheRecord.created_at, CacheRecord.ttft).where(
+                    mine, CacheRecord.created_at >= since
                 )
+            )
+        ).all()
+        prompts = select(CacheRecord).where(mine, CacheRecord.prompt.is_not(None))
+        if not viewer.admin:
+            prompts = prompts.where(CacheRecord.user_id == viewer.user_id)
+        latest = list(
+            (
+                await db.execute(prompts.order_by(CacheRecord.id.desc()).limit(BREAK_WINDOW))
             ).scalars()
-        )
-    stats = summarize(tenant, rows, state.library.tiers)
-    router, replicas = await replica_figures(state.http, state.vllm_url)
+        )[::-1]
+    stats = summarize(tenant, by_agent, by_tier, state.library.tiers)
+    router, replicas = False, list[ReplicaFigures]()
+    if viewer.admin:
+        router, replicas = await replica_figures(state.http, state.vllm_url)
     note: str | None = None
     breaks: list[tuple[Break, CacheRecord]] = []
     if not state.settings.service.record_prompts:
@@ -174,12 +198,16 @@ async def gather(state: ServiceState, explainer: BreakExplainer, tenant: str) ->
                 "service.record_prompts: true (kept service.record_prompts_days days).")  # fmt: skip
     else:
         try:
-            breaks = await explainer.latest(rows)
+            breaks = await explainer.latest(latest)
         except (PrefixCacheError, httpx.HTTPError) as exc:
             note = f"Breaks could not be explained now: {exc}"
         if not breaks and note is None:
             note = "No cache breaks among the latest recorded requests."
+    if not viewer.admin:
+        scope = "your own requests" if note is None else None
+        if scope:
+            note = f"Breaks among {scope} (an admin key sees every user's)."
     return DashboardData(
-        tenant=tenant, stats=stats, series=ttft_series(rows, utcnow()), replicas=replicas,
-        router=router, breaks=breaks, breaks_note=note,
+        tenant=tenant, stats=stats, series=ttft_series(recent, utcnow()), replicas=replicas,
+        router=router, breaks=breaks, breaks_note=note, admin=viewer.admin,
     )  # fmt: skip

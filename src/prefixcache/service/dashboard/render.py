@@ -165,6 +165,15 @@ def _of(brk: Break) -> str:
     return f" ({brk.reference_family})" if brk.reference_family not in ("", brk.family) else ""
 
 
+def replicas_section(data: DashboardData) -> str:
+    """Engine-wide counters and replica URLs: shown to admin keys only."""
+    if not data.admin:
+        return ('<section><h2>Prefix cache per replica</h2><p class="note" id="replicas-note">'
+                "Engine-wide figures (every tenant's traffic) and replica addresses are shown "
+                "to admin keys only (<code>keys create --admin</code>).</p></section>")  # fmt: skip
+    return f"<section><h2>Prefix cache per replica</h2>{replica_table(data.replicas, data.router)}</section>"
+
+
 def breaks_html(data: DashboardData) -> str:
     out = []
     for brk, row in data.breaks:
@@ -204,7 +213,7 @@ def page(data: DashboardData, refresh: int) -> str:
 <section class="wide"><h2>Hit rate per tier</h2>{group_table("tier", s.by_tier)}
 <p class="note">Bars: measured hit rate (blue) over the expected range (green).</p></section>
 <section><h2>TTFT per minute (last hour)</h2>{ttft_chart(data.series)}</section>
-<section><h2>Prefix cache per replica</h2>{replica_table(data.replicas, data.router)}</section>
+{replicas_section(data)}
 <section class="wide"><h2>Latest cache breaks</h2>{breaks_html(data)}</section>
 </main></body></html>
 """
