@@ -18,6 +18,7 @@ class ServiceProcess:
     """One service process: its config file, database, log and port."""
 
     def __init__(self, folder: Path, vllm_url: str, **service: object) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -34,8 +35,9 @@ class ServiceProcess:
             "service:",
             "  host: 127.0.0.1",
             f"  port: {self.port}",
-            f"  database_url: sqlite+aiosqlite:///{self.db}",
         ]
+        if "database_url" not in service:
+            lines.append(f"  database_url: sqlite+aiosqlite:///{self.db}")
         lines += [f"  {k}: {v}" for k, v in service.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None

@@ -93,7 +93,7 @@ def test_the_dashboard_shows_what_stats_says(recording_service: ServiceProcess) 
     from selenium.webdriver.support.ui import WebDriverWait
 
     service = recording_service
-    key = service.key("dash", "dora")
+    key = service.key("dash", "dora", "--admin")  # sees the replicas and every user's text
     _traffic(service, key)
     deadline = time.monotonic() + 10  # records are written in batches after responses
     while _stats(service, key)["requests"] < 7 and time.monotonic() < deadline:
@@ -155,6 +155,15 @@ def test_the_dashboard_shows_what_stats_says(recording_service: ServiceProcess) 
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+
+        # another user of the tenant, without an admin key: the same figures, but not
+        # dora's prompt text, nor the engine-wide counters and replica addresses
+        eve = service.key("dash", "eve")
+        other = httpx.get(f"{service.url}/dashboard?refresh=0",
+                          headers={"Authorization": f"Bearer {eve}"}).text  # fmt: skip
+        assert 'id="total-requests" data-value="7"' in other
+        assert "2026-11-27T10:04:39Z" not in other and 'class="brk"' not in other
+        assert 'id="replicas-note"' in other and 'class="replica"' not in other
 
         # signing out forgets the session
         find(By.CSS_SELECTOR, "form.inline button").click()

@@ -109,7 +109,7 @@ def test_the_dashboard_shows_each_replica_behind_the_router(fleet: Fleet, tmp_pa
     proc = ServiceProcess(tmp_path, fleet.router_url, rate_limit_per_minute=0)
     proc.start()
     try:
-        key = proc.key("fleet", "ops")
+        key = proc.key("fleet", "ops", "--admin")  # replicas are shown to admins only
         page = httpx.get(f"{proc.url}/dashboard?refresh=0", timeout=60,
                          headers={"Authorization": f"Bearer {key}"})  # fmt: skip
         stats = fleet.replica_stats()  # no traffic in between: the same counters

@@ -47,7 +47,7 @@ def test_engine_stopped_mid_run_then_back(engine: LocalEngine, service: ServiceP
     assert 503 in codes and codes.count(200) >= 4
     with sqlite3.connect(service.db) as db:
         failed = db.execute(
-            "select count(*) from messages where status = 'failed' and session_id like 'fault-%'"
+            "select count(*) from messages where status = 'failed' and session_id like '%/fault-%'"
         ).fetchone()[0]
     assert failed == codes.count(503)  # every refused turn is kept, marked failed
     down = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, timeout=60,

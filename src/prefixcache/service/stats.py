@@ -2,9 +2,9 @@
 beside each tier's expected hit rate.
 
 Computed in the database, never by loading a tenant's records: one GROUP BY for the
-counts and sums, and one window query that returns, per group, only the rows at the
-ranks the p50 and p95 interpolate between (the same linear interpolation as
-``llm.metrics.percentile``). The cost grows with the number of groups, not of requests.
+counts and sums, then per group the two rows each of p50 and p95 interpolates between
+(the same linear interpolation as ``llm.metrics.percentile``), read through an index on
+(tenant, agent or tier, ttft).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -48,7 +48,9 @@ def _interpolate(ranked: dict[int, float], n: int, q: int) -> float | None:
 async def group_figures(
     db: AsyncSession, column: InstrumentedAttribute[str], *where: ColumnElement[bool]
 ) -> list[GroupFigures]:
-    """Figures per value of ``column`` over the records matching ``where``."""
+    """Figures per value of ``column`` over the records matching ``where``: one GROUP BY,
+    then per group and percentile one ``ORDER BY ttft LIMIT 2 OFFSET rank`` that walks
+    the (tenant, group, ttft) index."""
     sums = (
         await db.execute(
             select(
@@ -57,45 +59,35 @@ async def group_figures(
                 func.coalesce(func.sum(CacheRecord.prompt_tokens), 0),
                 func.coalesce(func.sum(CacheRecord.cached_tokens), 0),
                 func.count(CacheRecord.cached_tokens),
+                func.count(CacheRecord.ttft),
             )
             .where(*where)
             .group_by(column)
         )
     ).all()
-    ranked = (
-        select(
-            column.label("g"),
-            CacheRecord.ttft.label("v"),
-            (func.row_number().over(partition_by=column, order_by=CacheRecord.ttft) - 1).label(
-                "rn"
-            ),
-            func.count().over(partition_by=column).label("n"),
-        )
-        .where(*where, CacheRecord.ttft.is_not(None))
-        .subquery()
-    )
-    ranks = [(ranked.c.n - 1) * q // 100 for q in (50, 95)]
-    picked = (
-        await db.execute(
-            select(ranked.c.g, ranked.c.rn, ranked.c.n, ranked.c.v).where(
-                or_(*(ranked.c.rn == r for r in ranks), *(ranked.c.rn == r + 1 for r in ranks))
-            )
-        )
-    ).all()
-    values: dict[str, dict[int, float]] = {}
-    counts: dict[str, int] = {}
-    for group, rank, n, value in picked:
-        values.setdefault(group, {})[int(rank)] = float(value)
-        counts[group] = int(n)
     out = []
-    for group, requests, prompt, cached, known in sums:
-        n = counts.get(group, 0)
+    for group, requests, prompt, cached, known, timed in sums:
+        points: list[float | None] = []
+        for q in (50, 95):
+            ranked: dict[int, float] = {}
+            if timed:
+                low = (timed - 1) * q // 100
+                values = (
+                    await db.execute(
+                        select(CacheRecord.ttft)
+                        .where(*where, column == group, CacheRecord.ttft.is_not(None))
+                        .order_by(CacheRecord.ttft)
+                        .limit(2)
+                        .offset(low)
+                    )
+                ).scalars()
+                ranked = {low + i: float(v) for i, v in enumerate(values) if v is not None}
+            points.append(_interpolate(ranked, int(timed), q))
         out.append(
             GroupFigures(
                 key=group, requests=int(requests), prompt_tokens=int(prompt or 0),
                 cached_tokens=int(cached or 0) if known == requests and requests else None,
-                ttft_p50=_interpolate(values.get(group, {}), n, 50),
-                ttft_p95=_interpolate(values.get(group, {}), n, 95),
+                ttft_p50=points[0], ttft_p95=points[1],
             )
         )  # fmt: skip
     return sorted(out, key=lambda g: g.key)

@@ -39,6 +39,8 @@ BREAK_WINDOW = 200
 #: token lists kept between page views (by record id)
 TOKEN_CACHE = 2000
 SERIES_MINUTES = 60
+#: the TTFT chart reads at most this many of the last hour's requests (the latest)
+SERIES_REQUESTS = 5000
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,10 @@ async def gather(
         by_tier = await group_figures(db, CacheRecord.tier, mine)
         recent = (
             await db.execute(
-                select(CacheRecord.created_at, CacheRecord.ttft).where(
-                    mine, CacheRecord.created_at >= since
-                )
+                select(CacheRecord.created_at, CacheRecord.ttft)
+                .where(mine, CacheRecord.created_at >= since)
+                .order_by(CacheRecord.id.desc())
+                .limit(SERIES_REQUESTS)
             )
         ).all()
         prompts = select(CacheRecord).where(mine, CacheRecord.prompt.is_not(None))

@@ -51,7 +51,11 @@ def upgrade() -> None:
     with op.batch_alter_table("cache_records") as batch:
         batch.add_column(sa.Column("session_id", sa.String(KEY), nullable=True))
     op.create_index("ix_cache_records_session", "cache_records", ["session_id"])
-    op.create_index("ix_cache_records_tenant_agent", "cache_records", ["tenant_id", "agent_type"])
+    for group in ("agent_type", "tier"):
+        op.create_index(
+            f"ix_cache_records_tenant_{group.split('_')[0]}_ttft", "cache_records",
+            ["tenant_id", group, "ttft", "prompt_tokens", "cached_tokens"],
+        )  # fmt: skip
 
     # existing data: scope the session ids, link replies to the turn before them
     for table in ("messages", "tasks"):
