@@ -388,3 +388,33 @@ def test_the_recorder_keeps_bounded_memory() -> None:
         300 * RECENT,
         270 * RECENT,
     )
+
+
+def test_a_stream_whose_client_left_before_it_began_still_cleans_up() -> None:
+    from starlette.requests import ClientDisconnect
+
+    from prefixcache.service.streaming import GuardedStreamingResponse
+
+    started: list[bool] = []
+    closed: list[bool] = []
+
+    async def body() -> Any:
+        started.append(True)
+        yield b"data: x\n\n"
+
+    async def on_close() -> None:
+        closed.append(True)
+
+    async def send(message: Any) -> None:
+        raise OSError("the client is gone")
+
+    async def receive() -> Any:
+        return {"type": "http.disconnect"}
+
+    async def go() -> None:
+        response = GuardedStreamingResponse(body(), on_close=on_close)
+        with pytest.raises(ClientDisconnect):  # Starlette's word for the OSError
+            await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+
+    asyncio.run(go())
+    assert started == [] and closed == [True]  # the body never ran; the cleanup did

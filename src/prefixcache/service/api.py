@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
 from sqlalchemy import delete, func, select
 
 from ..llm.inspector import EngineInspector
@@ -37,6 +36,7 @@ from .protocol import (
 )
 from .state import ServiceState
 from .stats import tenant_stats
+from .streaming import GuardedStreamingResponse
 
 router = APIRouter()
 
@@ -115,9 +115,10 @@ async def chat(body: ChatRequest, caller: Caller, convos: Convos) -> Any:
     its cache figures. ``stream: true`` answers with server-sent events."""
     if body.stream:
         prepared = await convos.prepare(caller, body)
-        return StreamingResponse(
+        return GuardedStreamingResponse(
             convos.chat_stream(caller, body, prepared), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Session-Id": prepared.session_id},
+            on_close=lambda: convos.settle(prepared),
         )  # fmt: skip
     return await convos.chat(caller, body)
 
@@ -244,7 +245,12 @@ async def gateway_chat(
                 return Response(content, status_code=answer.status_code,
                                 media_type=answer.headers.get("content-type"))  # fmt: skip
             stream = gateway.relay(caller, body, agent, answer, asked_usage, release)
-            return StreamingResponse(stream, media_type="text/event-stream")
+
+            async def close() -> None:  # however the response ended
+                release()
+                await answer.aclose()
+
+            return GuardedStreamingResponse(stream, media_type="text/event-stream", on_close=close)
         status, content, headers = await gateway.complete(caller, body, upstream, agent, session)
     except BaseException:
         release()

@@ -67,6 +67,8 @@ class Prepared:
     salt: str | None
     max_tokens: int
     release: Callable[[], None] = lambda: None
+    #: a stream has begun (from then on, its own ``finally`` settles the turn)
+    started: bool = False
 
 
 class Conversations:
@@ -376,6 +378,7 @@ class Conversations:
         figures, or ``error``. A client gone mid-stream leaves an ``incomplete`` turn."""
         parts: list[str] = []
         finished = False
+        prepared.started = True
         yield _sse("start", {"session_id": prepared.session_id, "agent_type": prepared.agent})
         try:
             async for event in self.state.llm.stream_completion(
@@ -416,6 +419,15 @@ class Conversations:
                         "the client disconnected before the reply was complete",
                     )
                 )  # fmt: skip
+
+    async def settle(self, prepared: Prepared) -> None:
+        """After a streamed response, however it ended: the engine slot is given back,
+        and a turn whose stream never began (the client left first) is marked failed."""
+        prepared.release()
+        if not prepared.started:
+            await asyncio.shield(
+                self._failed(prepared, ConnectionError("the client left before the reply began"))
+            )
 
     # -- /tasks -----------------------------------------------------------------------
     async def run_task(self, principal: Principal, request: TaskRequest) -> TaskResponse:

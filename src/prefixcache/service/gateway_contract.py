@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..settings import GatewaySettings
@@ -377,8 +377,3 @@ def header_value(name: str, value: str | None, pattern: Any) -> str | None:
             "'-', starting with a letter or digit."
         )
     return value
-
-
-def usage_wanted(body: Mapping[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
