@@ -116,6 +116,8 @@ def test_vllm_down_is_503_and_the_turn_is_kept(
     assert "Cannot reach" in detail["history"][0]["error"]
     ready = test_client.get("/ready")
     assert ready.status_code == 503 and ready.json()["ready"] is False
+    assert ready.json()["warming"] == "waiting for the engine"
+    assert ready.json()["vllm_url"] is None  # not shown without an admin key
     assert test_client.post("/v1/chat/completions", headers=auth,
                             json={"messages": [{"role": "user", "content": "x"}]}).status_code == 503  # fmt: skip
 
@@ -187,17 +189,22 @@ def test_session_ids_are_scoped_by_user_and_tenant(client: Client) -> None:
 
 
 def test_an_unexpected_error_is_500_with_a_request_id(
-    client: Client, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    test_client, auth, _ = client
-    state = test_client.app.state.service  # type: ignore[attr-defined]
+    settings = load_settings(write_config(tmp_path, db_url))
+    key = make_key(settings.service.resolved_database_url(), "acme", "alice")
+    # one client for the app's whole life: a second would run its database connections
+    # on another event loop, which asyncpg does not survive
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        state = test_client.app.state.service  # type: ignore[attr-defined]
 
-    def boom(*args: object, **kwargs: object) -> object:
-        raise RuntimeError("a bug")
+        def boom(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("a bug")
 
-    state.library.compose_prompt = boom  # a fault the service does not know
-    quiet = TestClient(test_client.app, raise_server_exceptions=False)
-    response = quiet.post("/chat", headers=auth, json={"message": "hi"})
+        state.library.compose_prompt = boom  # a fault the service does not know
+        response = test_client.post(
+            "/chat", headers={"Authorization": f"Bearer {key}"}, json={"message": "hi"}
+        )
     assert response.status_code == 500
     rid = response.json()["error"]["request_id"]
     assert rid and response.headers["x-request-id"] == rid

@@ -294,6 +294,19 @@ class GatewaySettings(_Section):
     stream_deadline_s: PositiveFloat = 600.0
 
 
+class WarmSettings(_Section):
+    """``service.warm``: the cache levers on the serving path (``service/warmup.py``)."""
+
+    #: warm each agent's static prefix under each tenant's salt once the engine answers
+    #: (again after an engine restart), and prefetch the agents callers say come next
+    enabled: bool = True
+    #: pad the prompts' static layers to the engine's KV block boundaries at start
+    align: bool = True
+    #: the share of the engine's KV blocks warm-up may fill; beyond it the least used
+    #: (tenant, agent) prefixes are left cold
+    kv_fraction: float = Field(default=0.5, gt=0, le=1)
+
+
 class ServiceSettings(_Section):
     """The ``service`` section: ``prefixcache serve``."""
 
@@ -344,6 +357,7 @@ class ServiceSettings(_Section):
     tenant_share: float = Field(default=0.5, gt=0, le=1)
     queue_timeout_s: PositiveFloat = 30.0
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    warm: WarmSettings = Field(default_factory=WarmSettings)
 
     @field_validator("database_url", "secret")
     @classmethod

@@ -36,6 +36,9 @@ class ServiceProcess:
             "  host: 127.0.0.1",
             f"  port: {self.port}",
         ]
+        # warm-up at start is on in the product; tests of other things turn it off so
+        # that each new tenant does not prefill 22 prefixes (the warm tests turn it on)
+        service.setdefault("warm", "{enabled: false}")
         if "database_url" not in service:
             lines.append(f"  database_url: sqlite+aiosqlite:///{self.db}")
         lines += [f"  {k}: {v}" for k, v in service.items()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +15,32 @@ import pytest
 from prefixcache import LocalEngine
 
 from .service_process import ServiceProcess
+from .test_warm_live import first_and_repeat, wait_warm
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
 
-def test_engine_stopped_mid_run_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
+def test_engine_stopped_mid_run_then_back(
+    engine: LocalEngine, service: ServiceProcess, tmp_path: Path
+) -> None:
+    # beside it, a service that warms: it must warm the restarted engine by itself
+    warming = ServiceProcess(tmp_path, engine.base_url, rate_limit_per_minute=0,
+                             warm="{enabled: true}")  # fmt: skip
+    warm_key = warming.key("rewarm", "u")
+    warming.start()
+    try:
+        wait_warm(warming)
+        _stopped_then_back(engine, service)
+        assert httpx.get(f"{warming.url}/ready").json()["warming"] != "off"
+        progress, waited = wait_warm(warming)  # noticed the engine came back, warmed again
+        first, repeat = first_and_repeat(warming, warm_key, "code-skeptic")
+        assert first["cached_tokens"] == repeat["cached_tokens"] > 3000, (first, repeat)
+        print(f"re-warmed after the engine restart: {progress} in {waited:.1f} s")
+    finally:
+        warming.stop()
+
+
+def _stopped_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
     key = service.key("faults", "u")
     headers = {"Authorization": f"Bearer {key}"}
     codes: list[int] = []

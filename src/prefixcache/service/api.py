@@ -19,7 +19,7 @@ from .conversations import Conversations, session_messages
 from .db import CacheRecord, ChatSession, session_key
 from .db import Message as MessageRow
 from .errors import NotFound, TooManyRequests, Unauthorized, UnsupportedMediaType
-from .gateway import AGENT_HEADER, Gateway
+from .gateway import AGENT_HEADER, NEXT_AGENT_HEADER, Gateway
 from .gateway_contract import header_value, parse_json
 from .protocol import (
     ID_PATTERN,
@@ -226,14 +226,22 @@ async def gateway_chat(
     convos: Convos,
     x_agent_type: Annotated[str | None, Header(alias=AGENT_HEADER)] = None,
     x_session_id: Annotated[str | None, Header(alias=SESSION_HEADER)] = None,
+    x_next_agent: Annotated[str | None, Header(alias=NEXT_AGENT_HEADER)] = None,
 ) -> Any:
     """vLLM's chat completions for the fields on the gateway's allowlist, with the
-    tenant's cache salt; the answer unchanged."""
+    tenant's cache salt; the answer unchanged. ``X-Next-Agent: a,b`` prefills those
+    agents' prefixes for the caller after the answer."""
     body = parse_json(await request.body())
     gateway = Gateway(state, convos)
     agent = header_value(AGENT_HEADER, x_agent_type, NAME_PATTERN)
     session = header_value(SESSION_HEADER, x_session_id, NAME_PATTERN)
+    upcoming = convos.next_agents(
+        [a.strip() for a in x_next_agent.split(",") if a.strip()] if x_next_agent else None
+    )
+    routed = f"{caller.tenant}/{session}" if session else None
     upstream, asked_usage = gateway.prepare(caller, body)
+    if state.warmer is not None:
+        state.warmer.tenant_seen(caller)
     release = await state.admission.acquire(caller.key_id, caller.tenant)
     try:
         if upstream.get("stream"):
@@ -249,6 +257,7 @@ async def gateway_chat(
             async def close() -> None:  # however the response ended
                 release()
                 await answer.aclose()
+                convos.prefetch(caller, upcoming, routed)
 
             return GuardedStreamingResponse(stream, media_type="text/event-stream", on_close=close)
         status, content, headers = await gateway.complete(caller, body, upstream, agent, session)
@@ -256,6 +265,8 @@ async def gateway_chat(
         release()
         raise
     release()
+    if status < 400:
+        convos.prefetch(caller, upcoming, routed)
     return Response(content, status_code=status, media_type=headers["content-type"])
 
 
@@ -322,6 +333,8 @@ async def ready(
         result = ReadyResponse(ready=False, problem=detail)
     if admin:
         result.vllm_url = cfg.url
+    if state.warmer is not None:
+        result.warming = state.warmer.progress()  # warming does not make it unready
     if not result.ready:
         response.status_code = 503
         response.headers["Retry-After"] = "5"

@@ -257,6 +257,7 @@ class Conversations:
         user's turn is committed (``pending``) and the engine slot is held until
         ``prepared.release()``."""
         self.check_size(request.message, "message")
+        self.next_agents(request.next_agent_types)  # 422 for an unknown one, before anything
         max_tokens = request.max_tokens or self.service.default_max_tokens
         public = request.session_id or new_id("s")
         key = session_key(principal.user_id, public)
@@ -280,6 +281,8 @@ class Conversations:
             )  # fmt: skip
             await asyncio.shield(self._store(principal, key, agent, failed))
             raise
+        if self.state.warmer is not None:
+            self.state.warmer.tenant_seen(principal)
         release = await self.state.admission.acquire(principal.key_id, principal.tenant)
         try:
             turn = MessageRow(
@@ -294,6 +297,17 @@ class Conversations:
             key, public, agent, tier, messages, turn.id, self.state.salt_for(principal),
             max_tokens, release,
         )  # fmt: skip
+
+    def next_agents(self, requested: Sequence[str] | None) -> list[str]:
+        """The normalised agents of a next-agent hint (422 for an unknown one)."""
+        return [self.agent_for(name)[0] for name in requested or ()]
+
+    def prefetch(
+        self, principal: Principal, agents: Sequence[str], session_key: str | None
+    ) -> None:
+        """Prefill the next agents' prefixes for this caller, after its answer."""
+        if agents and self.state.warmer is not None:
+            self.state.warmer.prefetch(principal, agents, session_key)
 
     def _prefix_of(self, agent: str) -> str:
         return self.state.library.compose_prompt(agent_type=agent).prefix
@@ -366,6 +380,7 @@ class Conversations:
             principal, "chat", prepared.agent, prepared.tier, response, prepared.messages,
             prepared.session_key,
         )  # fmt: skip
+        self.prefetch(principal, self.next_agents(request.next_agent_types), prepared.session_key)
         return ChatResponse(
             reply=response.content, session_id=prepared.session_id, agent_type=prepared.agent,
             tier=prepared.tier, finish_reason=response.finish_reason, cache=figures(response),
@@ -393,6 +408,10 @@ class Conversations:
                     await self.record(
                         principal, "chat", prepared.agent, prepared.tier, event,
                         prepared.messages, prepared.session_key,
+                    )  # fmt: skip
+                    self.prefetch(
+                        principal, self.next_agents(request.next_agent_types),
+                        prepared.session_key,
                     )  # fmt: skip
                     yield _sse("done", {
                         "session_id": prepared.session_id, "finish_reason": event.finish_reason,
@@ -435,6 +454,8 @@ class Conversations:
         committed ``running`` before the LLM is asked, then ``completed`` or ``failed``."""
         self.check_size(request.description, "description")
         agent, tier = self.agent_for(request.agent_type)
+        hinted = self.next_agents(request.next_agent_types)
+        declared = self.next_agents(request.plan) if request.plan is not None else None
         tools = self.tools_for(principal, agent, request.required_tools)
         max_tokens = request.max_tokens or self.service.default_max_tokens
         previous: Task | None = None
@@ -463,6 +484,12 @@ class Conversations:
             {"role": "user", "content": request.description},
         ]
         await self.check_context(messages, max_tokens, self._prefix_of(agent))
+        # the workflow's plan: declared here, or carried on from the previous task
+        plan, step = declared, 0
+        if plan is None and previous is not None and previous.plan is not None:
+            plan, step = previous.plan, previous.step + 1
+        if self.state.warmer is not None:
+            self.state.warmer.tenant_seen(principal)
         async with self.state.admission.slot(principal.key_id, principal.tenant):
             task = Task(
                 id=new_id("t"), user_id=principal.user_id, session_id=key,
@@ -470,6 +497,7 @@ class Conversations:
                 required_tools=request.required_tools, priority=request.priority,
                 deadline=request.deadline, previous_task_id=request.previous_task_id,
                 status=TaskStatus.RUNNING, instance_id=self.state.instance_id,
+                plan=plan, step=step,
             )  # fmt: skip
             await self._store(principal, key, agent, task)
             try:
@@ -482,6 +510,8 @@ class Conversations:
                 raise
         await self._finish_task(task.id, response, None)
         await self.record(principal, "tasks", agent, tier, response, messages, key)
+        upcoming = plan[step + 1 : step + 2] if plan is not None else []
+        self.prefetch(principal, hinted or upcoming, key)
         return await self.get_task(principal, task.id)
 
     async def _finish_task(

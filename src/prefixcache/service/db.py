@@ -167,6 +167,9 @@ class Task(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     #: a running task: the instance waiting for its result
     instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: the workflow's agents in order (declared on its first task) and this task's step
+    plan: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    step: Mapped[int] = mapped_column(default=0)
 
 
 def figures_index(group: str) -> tuple[str, ...]:

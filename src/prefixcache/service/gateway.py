@@ -31,6 +31,8 @@ from .gateway_contract import GatewayContract
 from .state import ServiceState
 
 AGENT_HEADER = "x-agent-type"
+#: the agents that come next, comma-separated: prefilled for the caller after the answer
+NEXT_AGENT_HEADER = "x-next-agent"
 logger = logging.getLogger("prefixcache.service")
 
 

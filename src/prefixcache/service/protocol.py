@@ -66,6 +66,8 @@ class ChatRequest(_Strict):
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float = Field(default=0.0, ge=0, le=2)
+    #: the agents that come next: their prefixes are prefilled while the caller works
+    next_agent_types: list[str] | None = Field(default=None, max_length=8)
 
 
 class ChatResponse(BaseModel):
@@ -88,6 +90,11 @@ class TaskRequest(_Strict):
     previous_task_id: str | None = Field(default=None, pattern=ID_PATTERN)
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    #: the agents that come next (prefilled while the caller works)
+    next_agent_types: list[str] | None = Field(default=None, max_length=8)
+    #: the workflow's agents in order, declared on its first task: each chained task
+    #: (previous_task_id) then prefetches the next step's agent by itself
+    plan: list[str] | None = Field(default=None, max_length=64)
 
 
 class TaskResponse(BaseModel):
@@ -155,6 +162,8 @@ class ReadyResponse(BaseModel):
     prefix_caching: bool | None = None
     block_size: int | None = None
     problem: str | None = None
+    #: the warm-up: "warming 12/22", "warm 22/22", "waiting for the engine", "off"
+    warming: str | None = None
 
 
 class ErrorResponse(BaseModel):

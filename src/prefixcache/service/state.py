@@ -38,6 +38,7 @@ from .db import (
 )
 from .isolation import cache_salt, load_or_create_secret
 from .ratelimit import SharedRateLimiter
+from .warmup import Warmer
 
 logger = logging.getLogger("prefixcache.service")
 
@@ -72,6 +73,8 @@ class ServiceState:
     pending_records: list[CacheRecord] = field(default_factory=list)
     _writer: asyncio.Task[None] | None = None
     _maintenance: asyncio.Task[None] | None = None
+    #: warm-up at start and after engine restarts, prefetch of the next agents
+    warmer: Warmer | None = None
     #: monotonic time of the last removal of expired text (0: never)
     pruned_at: float = 0.0
 
@@ -163,6 +166,8 @@ class ServiceState:
         await self.heartbeat()
         await self.prune()
         self._maintenance = asyncio.create_task(self._maintain())
+        self.warmer = Warmer(self)
+        self.warmer.start()
 
     async def _maintain(self) -> None:
         while True:
@@ -188,6 +193,8 @@ class ServiceState:
         return cache_salt(self.secret, principal, self.settings.service.cache_isolation)
 
     async def close(self) -> None:
+        if self.warmer is not None:
+            await self.warmer.stop()
         if self._maintenance is not None:
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
