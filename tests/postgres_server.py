@@ -14,31 +14,19 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from glob import glob
 from pathlib import Path
 
+from .ports import free_ports
+
 
 def bin_dir() -> Path | None:
     """The newest installed server's programs (``/usr/lib/postgresql/N/bin``)."""
     found = sorted(glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return Path(found[-1]).parent if found else None
-
-
-def _port() -> int:
-    # outside the kernel's ephemeral range, so nothing can take it between check and start
-    for _ in range(200):
-        port = 20_000 + secrets.randbelow(10_000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port for PostgreSQL in 20000-29999")
 
 
 class PostgresServer:
@@ -52,7 +40,7 @@ class PostgresServer:
         self.bin = found
         self.root = Path(tempfile.mkdtemp(prefix="prefixcache-pg-"))
         self.data = self.root / "data"
-        self.port = _port()
+        (self.port,) = free_ports(1)  # below the ephemeral range
         self.user = "prefixcache"
         self.password = secrets.token_urlsafe(16)
         self.pid: int | None = None

@@ -97,3 +97,17 @@ def test_the_router_key_is_the_session_or_the_prefix() -> None:
     assert by_prefix.startswith("prefix-")
     # without a session the prefix hash, the same for every request of the agent
     assert _sent_headers("session", None)[SESSION_HEADER] == by_prefix
+
+
+def test_a_fleet_is_healthy_degraded_or_down() -> None:
+    from prefixcache.engine.fleet import FleetStatus, ReplicaStatus
+
+    def status(router_health: bool, serving: bool, *up: bool) -> str:
+        replicas = tuple(ReplicaStatus(i, f"u{i}", 1, h, None) for i, h in enumerate(up))
+        return FleetStatus("r", 1, router_health, "p", replicas, serving).state
+
+    assert status(True, True, True, True) == "healthy"
+    # vllm-router's /health is 503 as soon as one worker is down, while it still serves
+    assert status(False, True, True, False) == "degraded"
+    assert status(False, False, True, False) == "down"  # the router itself does not serve
+    assert status(False, True, False, False) == "down"  # nothing to serve with

@@ -16,10 +16,10 @@ import pytest
 
 from prefixcache import ClientSettings, LLMInterface, PromptLibrary, warm_prefixes
 from prefixcache.engine.fleet import Fleet, fleet_figures
-from prefixcache.engine.local import free_port
 from prefixcache.llm.models import Message
 from prefixcache.settings import FleetSettings, VLLMConfig, default_home
 
+from ..ports import free_ports
 from .service_process import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
@@ -27,14 +27,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    base = free_port()
+    # outside the kernel's ephemeral range: nothing can take them before the servers start
+    router, prometheus, base = free_ports(3, span=2)
     config = VLLMConfig(
         device="cpu", state_dir=tmp_path_factory.mktemp("fleet-state"),
         model_cache_dir=default_home() / "models", request_timeout_s=300,
     )  # fmt: skip
     settings = FleetSettings(
-        replicas=2, router_port=free_port(), prometheus_port=free_port(),
-        replica_base_port=base if base < 60000 else 40000, kv_space_gib=1,
+        replicas=2, router_port=router, prometheus_port=prometheus,
+        replica_base_port=base, kv_space_gib=1,
     )  # fmt: skip
     local = Fleet(config, settings, progress=print)
     with local:

@@ -118,7 +118,8 @@ def _recorded_fleet(ctx: typer.Context) -> Fleet | None:
 
 
 def engine_status(ctx: typer.Context) -> None:
-    """Is the server (or the fleet) running and healthy? Exit 1 if not."""
+    """Is the server (or the fleet) running and healthy? A fleet is healthy, degraded
+    (the router serves, some replica is down: exit 0) or down (exit 1)."""
     fleet = _recorded_fleet(ctx)
     if fleet is not None and (
         fleet.router_pid() is not None or any(r.recorded_pid() for r in fleet.replicas)
@@ -126,7 +127,8 @@ def engine_status(ctx: typer.Context) -> None:
         fleet_status = fleet.status()
         typer.echo(
             f"router: pid {fleet_status.router_pid} at {fleet_status.router_url}, policy "
-            f"{fleet_status.policy}, healthy: {fleet_status.router_healthy}"
+            f"{fleet_status.policy}, {fleet_status.state} ({fleet_status.up} of "
+            f"{len(fleet_status.replicas)} replicas up)"
         )
         for r in fleet_status.replicas:
             figures = "-"
@@ -139,7 +141,7 @@ def engine_status(ctx: typer.Context) -> None:
             typer.echo(
                 f"replica {r.index}: pid {r.pid} at {r.url}, healthy: {r.healthy}, {figures}"
             )
-        if not fleet_status.router_healthy or not all(r.healthy for r in fleet_status.replicas):
+        if fleet_status.state == "down":
             raise typer.Exit(1)
         return
     status = local_engine(state(ctx).vllm()).status()

@@ -67,9 +67,26 @@ class ReplicaStatus:
 class FleetStatus:
     router_url: str
     router_pid: int | None
+    #: the router's /health: 200 only while every worker is up
     router_healthy: bool
     policy: str | None
     replicas: tuple[ReplicaStatus, ...]
+    #: the router's /readiness: 200 while it can route to some worker
+    router_serving: bool = False
+
+    @property
+    def up(self) -> int:
+        return sum(r.healthy for r in self.replicas)
+
+    @property
+    def state(self) -> str:
+        """``healthy`` (the router and every replica), ``degraded`` (the router serves,
+        some replica is down) or ``down`` (the router does not serve)."""
+        if self.router_healthy and self.up == len(self.replicas):
+            return "healthy"
+        if (self.router_serving or self.router_healthy) and self.up > 0:
+            return "degraded"
+        return "down"
 
 
 class Fleet:
@@ -206,6 +223,13 @@ class Fleet:
         except httpx.HTTPError:
             return False
 
+    def router_serving(self) -> bool:
+        """The router can route requests (its /readiness), even with a worker down."""
+        try:
+            return httpx.get(f"{self.router_url}/readiness", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def stop_router(self) -> bool:
         pid = self._router.pid if self._router is not None else self.router_pid()
         stopped = pid is not None and terminate(pid, self._router, 10)
@@ -267,7 +291,7 @@ class Fleet:
         policy = recorded.get("policy")
         return FleetStatus(
             self.router_url, self.router_pid(), self.router_healthy(),
-            policy if isinstance(policy, str) else None, replicas,
+            policy if isinstance(policy, str) else None, replicas, self.router_serving(),
         )  # fmt: skip
 
     def __enter__(self) -> Fleet:
