@@ -418,3 +418,16 @@ def test_a_stream_whose_client_left_before_it_began_still_cleans_up() -> None:
 
     asyncio.run(go())
     assert started == [] and closed == [True]  # the body never ran; the cleanup did
+
+
+def test_work_the_engine_could_not_take_is_kept_marked_failed(client: Client) -> None:
+    """vLLM down: the turn and the task answer 503 and are stored, marked failed; a
+    rejected one (unknown agent) stores nothing."""
+    test_client, auth, url = client
+    task = test_client.post("/tasks", headers=auth,
+                            json={"agent_type": "backend-engineer", "description": "Plan it."})  # fmt: skip
+    assert task.status_code == 503
+    bad = test_client.post("/tasks", headers=auth,
+                           json={"agent_type": "no-such", "description": "x", "plan": ["a"]})  # fmt: skip
+    assert bad.status_code == 422
+    assert _query(url, "select status, description from tasks") == [("failed", "Plan it.")]

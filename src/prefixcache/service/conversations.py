@@ -483,22 +483,35 @@ class Conversations:
             {"role": "system", "content": system},
             {"role": "user", "content": request.description},
         ]
-        await self.check_context(messages, max_tokens, self._prefix_of(agent))
         # the workflow's plan: declared here, or carried on from the previous task
         plan, step = declared, 0
         if plan is None and previous is not None and previous.plan is not None:
             plan, step = previous.plan, previous.step + 1
-        if self.state.warmer is not None:
-            self.state.warmer.tenant_seen(principal)
-        async with self.state.admission.slot(principal.key_id, principal.tenant):
-            task = Task(
+
+        def task_row(status: TaskStatus, error: str | None = None) -> Task:
+            return Task(
                 id=new_id("t"), user_id=principal.user_id, session_id=key,
                 agent_type=agent, description=request.description,
                 required_tools=request.required_tools, priority=request.priority,
                 deadline=request.deadline, previous_task_id=request.previous_task_id,
-                status=TaskStatus.RUNNING, instance_id=self.state.instance_id,
-                plan=plan, step=step,
+                status=status, error=error, plan=plan, step=step,
+                instance_id=self.state.instance_id if status is TaskStatus.RUNNING else None,
+                finished_at=None if status is TaskStatus.RUNNING else utcnow(),
             )  # fmt: skip
+
+        try:
+            await self.check_context(messages, max_tokens, self._prefix_of(agent))
+        except PromptTooLongError:
+            raise  # rejected: nothing is stored
+        except PrefixCacheError as exc:  # the engine could not count: the task is kept, failed
+            await asyncio.shield(
+                self._store(principal, key, agent, task_row(TaskStatus.FAILED, _describe(exc)))
+            )
+            raise
+        if self.state.warmer is not None:
+            self.state.warmer.tenant_seen(principal)
+        async with self.state.admission.slot(principal.key_id, principal.tenant):
+            task = task_row(TaskStatus.RUNNING)
             await self._store(principal, key, agent, task)
             try:
                 response = await self.state.llm.chat_completion(
