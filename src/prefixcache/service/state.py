@@ -85,8 +85,11 @@ class ServiceState:
             self._writer = asyncio.create_task(self._write_records())
 
     async def _write_records(self) -> None:
-        await asyncio.sleep(RECORD_FLUSH_S)
-        await self.flush_records()
+        # until the queue is empty: a record queued while a batch was being committed
+        # would otherwise wait for the next request's writer (or for shutdown)
+        while self.pending_records:
+            await asyncio.sleep(RECORD_FLUSH_S)
+            await self.flush_records()
 
     async def flush_records(self) -> None:
         batch, self.pending_records = self.pending_records, []
