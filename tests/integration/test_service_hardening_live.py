@@ -22,6 +22,7 @@ import pytest
 
 from prefixcache import LocalEngine
 
+from ..service_support import make_key
 from ..test_service_hardening import hostile_gateway_cases
 from .service_process import ServiceProcess
 
@@ -168,7 +169,9 @@ def test_the_readme_service_steps_on_a_brand_new_home(engine: LocalEngine, tmp_p
     port = _free_port()
     env = {**os.environ, "PREFIXCACHE_HOME": str(home),
            "PREFIXCACHE_LLM__VLLM__BASE_URL": engine.base_url,
-           "PREFIXCACHE_SERVICE__PORT": str(port)}  # fmt: skip
+           "PREFIXCACHE_SERVICE__PORT": str(port),
+           # the steps, not the warm-up (tested in test_warm_live): 20 s less of the suite
+           "PREFIXCACHE_SERVICE__WARM__ENABLED": "false"}  # fmt: skip
     env.pop("PREFIXCACHE_CONFIG", None)
     run = [sys.executable, "-m", "prefixcache"]
     created = subprocess.run([*run, "keys", "create", "--tenant", "acme", "--user", "alice"],
@@ -217,8 +220,9 @@ def test_two_instances_on_one_postgresql(
               "rate_limit_per_minute": 90, "default_max_tokens": 2}  # fmt: skip
     a = ServiceProcess(tmp_path / "a", engine.base_url, **common)
     b = ServiceProcess(tmp_path / "b", engine.base_url, **common)
-    keys = [a.key("duo", f"user{i}") for i in range(4)]
-    limited = b.key("duo", "limited")
+    a.key("duo", "user0")  # one through the CLI (it creates the schema); the rest in process
+    keys = [make_key(url, "duo", f"user{i}") for i in range(4)]
+    limited = make_key(url, "duo", "limited")
     a.start()
     b.start()
     results: list[tuple[str, int, str]] = []  # (instance, status, session/turn)
