@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from ..llm.inspector import EngineInspector
 from ..llm.models import hit_rate
 from ..llm.providers import SESSION_HEADER
-from .auth import NAME_PATTERN, Principal, authenticate
+from .auth import NAME_PATTERN, Principal, authenticate, bearer_key
 from .conversations import Conversations, session_messages
 from .db import CacheRecord, ChatSession, session_key
 from .db import Message as MessageRow
@@ -55,13 +55,13 @@ async def get_principal(
     """The caller, from its API key, checked in the database on every request (a revoked
     key stops at once, on every instance), and counted against the per-minute limit that
     every instance shares."""
-    if not authorization or not authorization.lower().startswith("bearer "):
+    key = bearer_key(authorization)
+    if key is None:
         raise Unauthorized(
             "Send an API key as 'Authorization: Bearer <key>' (create one with "
             "`prefixcache keys create --tenant T --user U`).",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = authorization[7:].strip()
     async with state.sessions() as db:
         principal = await authenticate(db, key)
         if principal is None:
@@ -77,6 +77,8 @@ async def get_principal(
             "(service.rate_limit_per_minute); retry after the Retry-After seconds.",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+    if state.warmer is not None:
+        state.warmer.tenant_seen(principal)  # a tenant without keys at start: warm it now
     return principal
 
 
@@ -240,8 +242,6 @@ async def gateway_chat(
     )
     routed = f"{caller.tenant}/{session}" if session else None
     upstream, asked_usage = gateway.prepare(caller, body)
-    if state.warmer is not None:
-        state.warmer.tenant_seen(caller)
     release = await state.admission.acquire(caller.key_id, caller.tenant)
     try:
         if upstream.get("stream"):
@@ -252,9 +252,9 @@ async def gateway_chat(
                 release()
                 return Response(content, status_code=answer.status_code,
                                 media_type=answer.headers.get("content-type"))  # fmt: skip
-            stream = gateway.relay(caller, body, agent, answer, asked_usage, release)
+            stream = gateway.relay(caller, body, agent, answer, asked_usage)
 
-            async def close() -> None:  # however the response ended
+            async def close() -> None:  # however the response ended (or never began)
                 release()
                 await answer.aclose()
                 convos.prefetch(caller, upcoming, routed)
@@ -308,9 +308,10 @@ async def ready(
     error are shown only to an admin key (``keys create --admin``)."""
     cfg = state.settings.llm.vllm
     admin = False
-    if authorization and authorization.lower().startswith("bearer "):
+    key = bearer_key(authorization)
+    if key is not None:
         async with state.sessions() as db:
-            who = await authenticate(db, authorization[7:].strip())
+            who = await authenticate(db, key)
         admin = who is not None and who.admin
 
     def check() -> ReadyResponse:

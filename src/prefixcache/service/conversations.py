@@ -281,8 +281,6 @@ class Conversations:
             )  # fmt: skip
             await asyncio.shield(self._store(principal, key, agent, failed))
             raise
-        if self.state.warmer is not None:
-            self.state.warmer.tenant_seen(principal)
         release = await self.state.admission.acquire(principal.key_id, principal.tenant)
         try:
             turn = MessageRow(
@@ -508,8 +506,6 @@ class Conversations:
                 self._store(principal, key, agent, task_row(TaskStatus.FAILED, _describe(exc)))
             )
             raise
-        if self.state.warmer is not None:
-            self.state.warmer.tenant_seen(principal)
         async with self.state.admission.slot(principal.key_id, principal.tenant):
             task = task_row(TaskStatus.RUNNING)
             await self._store(principal, key, agent, task)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -160,7 +160,6 @@ class Gateway:
         agent_header: str | None,
         answer: httpx.Response,
         asked_usage: bool,
-        release: Callable[[], None] = lambda: None,
     ) -> AsyncIterator[bytes]:
         """The stream, passed through line by line; its usage chunk read on the way.
 
@@ -207,7 +206,6 @@ class Gateway:
                                    if "deadline" in failure else 502}}  # fmt: skip
                 yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
         finally:
-            release()
             await answer.aclose()
             if usage is not None or failure is not None:
                 # a task of its own: the client may close the stream right after its last

@@ -50,6 +50,8 @@ logger = logging.getLogger("prefixcache.service")
 WARM_TTL_S = 600.0
 #: how often the engine's health is checked (a down -> up change re-warms)
 HEALTH_EVERY_S = 5.0
+#: the one warm-up scope of a shared cache (cache_isolation "shared": no salt)
+SHARED = "(shared)"
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,6 @@ class Warmer:
     tenants: set[str] = field(default_factory=set)
     prefix_blocks: dict[str, list[int]] = field(default_factory=dict)
     kv_blocks: int | None = None
-    block_size: int | None = None
     aligned: bool = False
     _task: asyncio.Task[None] | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -199,15 +200,24 @@ class Warmer:
                     )
                 return stats.num_blocks, size, hashes, prefix_tokens
 
-        kv, size, hashes, prefix_tokens = await asyncio.to_thread(measure)
-        self.kv_blocks, self.block_size, self.prefix_blocks = kv, size, hashes
+        kv, _, hashes, prefix_tokens = await asyncio.to_thread(measure)
+        self.kv_blocks, self.prefix_blocks = kv, hashes
         self.state.prefix_tokens.update(prefix_tokens)  # the context check needs no /tokenize
 
     async def warm_all(self) -> None:
         await self.prepare()
-        tenants = await self._tenants_with_keys()
-        usage = await self._usage()
-        await self._warm_tenants(tenants, usage)
+        await self._warm_tenants(await self._scopes(), await self._usage())
+
+    async def _scopes(self) -> list[str]:
+        """Whose prefixes to warm: each tenant with keys; one scope when the cache is
+        shared (every tenant has the same salt: warmed once); none when each user has a
+        salt of their own (a prefix warmed per tenant would never be reused)."""
+        isolation = self.state.settings.service.cache_isolation
+        if isolation == "user":
+            return []
+        if isolation == "shared":
+            return [SHARED]
+        return await self._tenants_with_keys()
 
     async def _warm_tenants(
         self, tenants: Sequence[str], usage: Mapping[tuple[str, str], int]
@@ -253,8 +263,7 @@ class Warmer:
             )  # fmt: skip
 
     def salt_of(self, tenant: str) -> str | None:
-        # the tenant's salt (cache_isolation "user" has a salt per user: warmed per tenant
-        # it would never be reused, so nothing is warmed then)
+        """The tenant's salt (None for the shared cache)."""
         return self.state.salt_for(Principal("warm", tenant, "warm", None))
 
     async def _tenants_with_keys(self) -> list[str]:
@@ -278,13 +287,14 @@ class Warmer:
             return {(t, a): int(n) for t, a, n in rows}
 
     # -- at a request -------------------------------------------------------------------
-    def usable(self) -> bool:
-        isolation = self.state.settings.service.cache_isolation
-        return self.state.settings.service.warm.enabled and isolation != "user"
-
     def tenant_seen(self, principal: Principal) -> None:
-        """A tenant that had no key at start: warm it in the background, once."""
-        if not self.usable() or self.phase != "warm" or principal.tenant in self.tenants:
+        """A tenant that had no key at start: warm it in the background, once (only
+        under per-tenant salts: a shared cache is warm already, per-user salts are not
+        warmed)."""
+        if (
+            self.state.settings.service.cache_isolation != "tenant"
+            or self.phase != "warm" or principal.tenant in self.tenants
+        ):  # fmt: skip
             return
         self.tenants.add(principal.tenant)
         self._spawn(self._warm_tenants([principal.tenant], {}), "a new tenant's warm-up")

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..api import State
-from ..auth import Principal, authenticate, principal_for_key_id
+from ..auth import Principal, authenticate, bearer_key, principal_for_key_id
 from ..state import ServiceState
 from .data import BreakExplainer, gather
 from .render import login_page, page
@@ -58,8 +58,9 @@ async def dashboard_principal(
     request: Request, state: State, authorization: Annotated[str | None, Header()] = None
 ) -> Principal | None:
     async with state.sessions() as db:
-        if authorization and authorization.lower().startswith("bearer "):
-            return await authenticate(db, authorization[7:].strip())
+        key = bearer_key(authorization)
+        if key is not None:
+            return await authenticate(db, key)
         value = request.cookies.get(COOKIE)
         key_id = cookie_key_id(state.secret, value) if value else None
         return await principal_for_key_id(db, key_id) if key_id else None

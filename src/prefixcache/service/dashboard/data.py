@@ -206,10 +206,8 @@ async def gather(
             note = f"Breaks could not be explained now: {exc}"
         if not breaks and note is None:
             note = "No cache breaks among the latest recorded requests."
-    if not viewer.admin:
-        scope = "your own requests" if note is None else None
-        if scope:
-            note = f"Breaks among {scope} (an admin key sees every user's)."
+    if not viewer.admin and note is None:
+        note = "Breaks among your own requests (an admin key sees every user's)."
     return DashboardData(
         tenant=tenant, stats=stats, series=ttft_series(recent, utcnow()), replicas=replicas,
         router=router, breaks=breaks, breaks_note=note, admin=viewer.admin,
