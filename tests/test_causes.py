@@ -36,6 +36,19 @@ def _offset(a: str, b: str) -> int:
         (STATIC.replace("\n", "\r\n"), STATIC, Cause.WHITESPACE),
         ("Hello  there\n" + STATIC, "Hello there\n" + STATIC, Cause.WHITESPACE),
         ("User: Alice\n" + STATIC, "User: Bob\n" + STATIC, Cause.OTHER),
+        # prefixcache's own layout: the slip or the reorder in the static part, a dynamic
+        # tail after it that differs too (it must not hide the cause)
+        (STATIC + "Rules:  be brief.\n" + STATIC + "Time: 10:00:01",
+         STATIC + "Rules: be brief.\n" + STATIC + "Time: 10:00:07", Cause.WHITESPACE),
+        (STATIC + "Rules: be brief.\r\n" + STATIC + "Session: s-1",
+         STATIC + "Rules: be brief.\n" + STATIC + "Session: s-2", Cause.WHITESPACE),
+        (STATIC + "\n\nRules: be brief.\n" + "User: Alice",
+         STATIC + "\nRules: be brief.\n" + "User: Bob", Cause.WHITESPACE),
+        (STATIC + "Tools:\n- file_read\n- run_tests\n- search\n" + STATIC + "User: Alice",
+         STATIC + "Tools:\n- search\n- file_read\n- run_tests\n" + STATIC + "User: Bob",
+         Cause.REORDERED),
+        (STATIC + "- a.b\n- c:d\n" + "User: Alice", STATIC + "- c:d\n- a.b\n" + "User: Bob",
+         Cause.REORDERED),
     ],
 )  # fmt: skip
 def test_cause(a: str, b: str, cause: Cause) -> None:

@@ -176,3 +176,66 @@ def test_cli_names_a_missing_tokenizer(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["explain", str(trace), "--tokenizer", str(tmp_path / "no")])
     assert result.exit_code == 1
     assert "is not a model folder" in result.output and "--base-url" in result.output
+
+
+def test_two_tenants_families_stay_apart_and_read_apart() -> None:
+    """The same app under two salts: two rows, each named with its salt; an unlabelled
+    family's ``[system ...]`` tag survives the terminal table (rich markup), and the
+    changed text's newlines are escaped once."""
+    from rich.console import Console
+
+    from prefixcache.analysis.render import break_lines
+    from prefixcache.cli import analyze
+
+    texts = [f"Now: 10:00:0{i}\n{STATIC}" for i in range(4)]
+    records = [
+        TraceRecord(messages=({"role": "system", "content": t},), cache_salt=salt)
+        for t, salt in zip(texts, ["tenant-a", "tenant-b", "tenant-a", "tenant-b"], strict=True)
+    ]
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    names = sorted(f.family for f in report.families)
+    assert len(names) == 2 and names[0].endswith("@tenant-a") and names[1].endswith("@tenant-b")
+    assert all(f.requests == 2 and f.breaks == 1 for f in report.families)
+    assert all(b.family == b.reference_family for b in report.breaks)
+    console = Console(record=True, width=200)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(analyze, "console", console)
+        analyze._print_explain(report, 2)
+    shown = console.export_text()
+    assert all(name.split("]")[0] in shown for name in names)  # "[system 1a2b3c" shown
+    brk = dataclasses.replace(report.breaks[0], ours="a\nb", theirs="c\nd")
+    changed = next(line for line in break_lines(brk) if line.startswith("changed:"))
+    assert changed == "changed: 'a\\nb' vs 'c\\nd'"
+
+
+def test_fix_names_the_edit_and_the_stabilizer_reaches_the_fixed_rate(tmp_path: Path) -> None:
+    """`explain --fix`: the line to move, per family; with a tokenizer (here: code points,
+    as the trace's own ids), the hit rate the gateway's stabilizer would reach."""
+    from prefixcache.analysis.stabilize import stabilize_trace
+
+    texts = [f"Now: 2026-11-30 10:00:0{i}\n{STATIC}" for i in range(5)]
+    records = [
+        TraceRecord(messages=({"role": "system", "content": t},), agent="bot") for t in texts
+    ]
+    stable, fixes = stabilize_trace(records, min_gain_chars=64)
+    assert [r is s for r, s in zip(records, stable, strict=True)] == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert fixes["bot"].moves == ("Now: #-#-# #:#:#",) and fixes["bot"].rewritten == 4
+    stable_report = explain(stable, [_ids(r) for r in stable], BLOCK)
+    report = explain(records, [_ids(r) for r in records], BLOCK)
+    assert (
+        report.families[0].hit_rate is not None and stable_report.families[0].hit_rate is not None
+    )
+    assert stable_report.families[0].hit_rate > 0.5 > report.families[0].hit_rate
+    trace = tmp_path / "trace.jsonl"
+    with trace.open("w") as out:
+        write_trace([dataclasses.replace(r, prompt_token_ids=tuple(_ids(r))) for r in records], out)
+    result = CliRunner().invoke(app, ["explain", str(trace), "--block-size", "16", "--fix"])
+    assert result.exit_code == 0, result.output
+    assert "fix: move these lines after the static text" in result.output
+    assert "'Now: #-#-# #:#:#'" in result.output

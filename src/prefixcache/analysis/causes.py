@@ -118,10 +118,44 @@ def _lint_cause(text: str, offset: int) -> Cause | None:
     return None
 
 
+#: lines after the break a reordered block (one item a line) may span
+REORDER_WINDOW = 64
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _line_from(text: str, offset: int) -> str:
+    """The line holding ``offset`` (from its start); if that line is blank, the next line
+    that is not (an extra blank line is a whitespace slip, not new content)."""
+    start = text.rfind("\n", 0, offset) + 1
+    while True:
+        end = text.find("\n", start)
+        line = text[start : end if end >= 0 else len(text)]
+        if line.strip() or end < 0:
+            return line
+        start = end + 1
+
+
+def _whitespace_only(a: str, b: str, offset: int) -> bool:
+    """Only whitespace differs where the texts part: the line of the break is the same
+    once spaces, tabs and ``\r`` are ignored (what comes later may differ: a dynamic tail)."""
+    return _squash(_line_from(a, offset)) == _squash(_line_from(b, offset))
+
+
 def _reordered(a: str, b: str, offset: int) -> bool:
-    """Same lines (or items of the line at ``offset``) in another order."""
+    """Same lines in another order (the whole text, or a block of lines from the break's
+    line on, such as a one-tool-a-line list before a dynamic tail), or the items of the
+    break's line in another order."""
     if a != b and Counter(a.splitlines()) == Counter(b.splitlines()):
         return True
+    first = a.count("\n", 0, offset)  # the break's line: the same index on both sides
+    lines_a, lines_b = a.splitlines()[first:], b.splitlines()[first:]
+    for width in range(2, min(len(lines_a), len(lines_b), REORDER_WINDOW) + 1):
+        block_a, block_b = lines_a[:width], lines_b[:width]
+        if block_a != block_b and Counter(block_a) == Counter(block_b):
+            return True
     items_a, items_b = _items(_line_at(a, offset)[0]), _items(_line_at(b, offset)[0])
     return len(items_a) > 1 and items_a != items_b and Counter(items_a) == Counter(items_b)
 
@@ -138,7 +172,7 @@ def classify(a: str, b: str, offset: int) -> Difference:
     ours, theirs = _changed_spans(a, b, offset)
     if not ours.strip() and not theirs.strip():
         return Difference(Cause.WHITESPACE, ours, theirs)
-    if "".join(a[offset:].split()) == "".join(b[offset:].split()):
+    if _whitespace_only(a, b, offset):
         return Difference(Cause.WHITESPACE, ours, theirs)
     if _reordered(a, b, offset):
         return Difference(Cause.REORDERED, ours, theirs)

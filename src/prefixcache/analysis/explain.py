@@ -67,17 +67,30 @@ def message_text(message: Message) -> str:
 _VOLATILE = re.compile(r"[0-9a-fA-F]{6,}|\d+")
 
 
-def family_of(record: TraceRecord) -> str:
+def family_of(record: TraceRecord, salt: str | None = None) -> str:
     """The agent label; without one, the first message's longest line (where a prompt's
     static instructions usually are), its numbers and hex ids masked, so that requests
-    differing only in a timestamp, an id or a short dynamic line stay one family."""
-    if record.agent:
-        return record.agent
-    text = message_text(record.messages[0])
+    differing only in a timestamp, an id or a short dynamic line stay one family. With
+    ``salt`` (a trace of several tenants), the family's name ends with ``@`` and the
+    salt's first characters."""
+    name = family_key(record.messages, record.agent)
+    if salt:
+        return f"{name} @{salt[:8]}"
+    return name
+
+
+def family_key(messages: Sequence[Message], agent: str | None = None) -> str:
+    """A request family from its messages (the rule of ``family_of``, shared with the
+    service's stabilizer)."""
+    if agent:
+        return agent
+    if not messages:
+        return "[empty]"
+    text = message_text(messages[0])
     line = max(text.splitlines() or [""], key=len)
     key = " ".join(_VOLATILE.sub("#", line).split())[:200]
     digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:6]
-    return f"[{record.messages[0].get('role', '?')} {digest}] {key[:28]}"
+    return f"[{messages[0].get('role', '?')} {digest}] {key[:28]}"
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,9 @@ class ExplainReport:
     families: list[FamilySummary]
     tokenize_seconds: float = 0.0
     analyze_seconds: float = 0.0
+    #: family -> the reusable hit rate had the gateway's stabilizer (``on``) sent the
+    #: trace (``analysis/stabilize.py``); empty when not computed
+    stabilized: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def total(self) -> FamilySummary:
@@ -217,7 +233,10 @@ class ExplainReport:
             "fixed_hit_rate": total.fixed_hit_rate,
             "tokens_lost": total.tokens_lost,
             "causes": dict(total.causes.most_common()),
-            "families": [f.to_json() for f in self.families],
+            "families": [
+                {**f.to_json(), "stabilized_hit_rate": self.stabilized.get(f.family)}
+                for f in self.families
+            ],
             "worst_breaks": [b.to_json() for b in self.worst(worst)],
             "per_request": [
                 {
@@ -305,7 +324,7 @@ def describe_break(
 def _break_against(
     records: Sequence[TraceRecord], tokens: Sequence[Sequence[int]],
     hashes_of: Sequence[Sequence[int]], i: int, ref: int, family: str, block_size: int,
-    need: int,
+    need: int, salted: bool = False,
 ) -> Break | None:  # fmt: skip
     """Request ``i``'s break against request ``ref``, if at least ``need`` tokens realign."""
     toks, ref_toks = tokens[i], tokens[ref]
@@ -322,7 +341,7 @@ def _break_against(
         return None
     return describe_break(
         records[i], records[ref], index=i, ref_index=ref, family=family, token=token,
-        lost=lost, reference_family=family_of(records[ref]),
+        lost=lost, reference_family=family_of(records[ref], records[ref].cache_salt if salted else None),
     )  # fmt: skip
 
 
@@ -341,6 +360,9 @@ def explain(
     if len(records) != len(tokens):
         raise ValueError(f"{len(records)} records but {len(tokens)} token lists")
     threshold = block_size if min_lost is None else min_lost
+    # two tenants' families never merge: with more than one salt in the trace, a
+    # family's name carries its salt
+    several_salts = len({r.cache_salt for r in records}) > 1
     owner: dict[int, int] = {}  # block hash -> latest request that had it
     last_of_family: dict[tuple[str | None, str], int] = {}
     last_of_salt: dict[str | None, int] = {}
@@ -348,8 +370,8 @@ def explain(
     out: list[RequestExplanation] = []
     families: dict[str, FamilySummary] = {}
     for i, (record, toks) in enumerate(zip(records, tokens, strict=True)):
-        family = family_of(record)
         salt = record.cache_salt
+        family = family_of(record, salt if several_salts else None)
         hashes = block_hashes(toks, block_size, salt)
         hashes_of.append(hashes)
         matched = 0
@@ -372,7 +394,9 @@ def explain(
             ref = last_of_salt.get(salt)
             need = max(need, len(toks) // 2)
         if ref is not None:
-            brk = _break_against(records, tokens, hashes_of, i, ref, family, block_size, need)
+            brk = _break_against(
+                records, tokens, hashes_of, i, ref, family, block_size, need, several_salts
+            )
         for h in hashes:
             owner[h] = i
         last_of_family[(salt, family)] = i

@@ -33,7 +33,7 @@ def break_lines(b: Break) -> list[str]:
         f"at token {b.token}, message {b.message}, character {b.char}",
         f"this request: …{snippet(b.before, 40)}⟦{snippet(b.after_ours, 70)}",
         f"should match: …{snippet(b.before, 40)}⟦{snippet(b.after_theirs, 70)}",
-        f"changed: {snippet(b.ours, 60)!r} vs {snippet(b.theirs, 60)!r}",
+        f"changed: '{snippet(b.ours, 60)}' vs '{snippet(b.theirs, 60)}'",
         f"fix: {b.cause.advice}",
     ]
 

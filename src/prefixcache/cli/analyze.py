@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..analysis.explain import ExplainReport, explain
@@ -25,6 +26,7 @@ from ..analysis.simulate import (
     simulate,
     versus_measured,
 )
+from ..analysis.stabilize import CHARS_PER_TOKEN, FamilyFix, stabilize_trace
 from ..analysis.tokenize import ChatTokenizer, LocalTokenizer, ServerTokenizer, tokenize_trace
 from ..engine.embedded_model import embedded_model_dir, is_prepared
 from ..errors import PrefixCacheError
@@ -124,11 +126,44 @@ def _load(
     cli: CliState, trace: Path, labels: Sequence[str], base_url: str | None,
     tokenizer: Path | None, block_size: int | None,
 ) -> tuple[list[TraceRecord], list[list[int]], float, int, int | None, str]:  # fmt: skip
+    records, tokens, seconds, block, blocks, _source, name = _load_with(
+        cli, trace, labels, base_url, tokenizer, block_size
+    )
+    return records, tokens, seconds, block, blocks, name
+
+
+def _load_with(
+    cli: CliState, trace: Path, labels: Sequence[str], base_url: str | None,
+    tokenizer: Path | None, block_size: int | None,
+) -> tuple[
+    list[TraceRecord], list[list[int]], float, int, int | None, ChatTokenizer | None, str
+]:  # fmt: skip
     records = _filter(read_trace(trace), labels)
     source, server_block, server_blocks = _tokenizer(cli, base_url, tokenizer)
     tokens, seconds = tokenize_trace(records, source)
     block = block_size or server_block or 16
-    return records, tokens, seconds, block, server_blocks, source.name if source else "trace"
+    name = source.name if source else "trace"
+    return records, tokens, seconds, block, server_blocks, source, name
+
+
+def _stabilized(
+    records: Sequence[TraceRecord], tokens: Sequence[list[int]], block: int,
+    source: ChatTokenizer | None,
+) -> tuple[dict[str, float | None], dict[str, FamilyFix]]:  # fmt: skip
+    """Per family: the hit rate had the gateway's stabilizer sent the trace, and what it
+    moved (no figure when a rewritten request cannot be tokenized)."""
+    stable, fixes = stabilize_trace(records, block * CHARS_PER_TOKEN)
+    changed = [i for i, (a, b) in enumerate(zip(records, stable, strict=True)) if a is not b]
+    if not changed:
+        return {}, fixes
+    if source is None or any(r.prompt_token_ids is not None for r in records):
+        return {}, fixes  # the trace's own ids: a rewrite cannot be tokenized the same way
+    encoded = source.encode_chats([stable[i].messages for i in changed])
+    stable_tokens = [list(t) for t in tokens]
+    for i, ids in zip(changed, encoded, strict=True):
+        stable_tokens[i] = ids
+    report = explain(stable, stable_tokens, block)
+    return {f.family: f.hit_rate for f in report.families}, fixes
 
 
 def _write(out: Path | None, text: str) -> None:
@@ -164,15 +199,25 @@ def explain_cmd(
             help="Exit 1 if the trace's reusable hit rate is under this many percent (CI).",
         ),
     ] = None,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="Print, per family, the edit the app's code needs (the lines to move, the "
+            "list to sort), with the hit rate it would reach.",
+        ),
+    ] = False,
 ) -> None:
     """Why each request missed the prefix cache: the first token that differs from the
-    request it should have matched, the text there, the cause and the tokens lost."""
+    request it should have matched, the text there, the cause and the tokens lost; per
+    family, the hit rate the gateway's stabilizer would reach."""
     cli = state(ctx)
-    records, tokens, tok_s, block, _blocks, source = _load(
+    records, tokens, tok_s, block, _blocks, tokenizer_used, source = _load_with(
         cli, trace, label or [], base_url, tokenizer, block_size
     )
     started = time.perf_counter()
     report = explain(records, tokens, block, tokenizer=source, min_lost=min_lost)
+    report.stabilized, fixes = _stabilized(records, tokens, block, tokenizer_used)
     report.tokenize_seconds = tok_s
     report.analyze_seconds = time.perf_counter() - started
     if fmt is Format.JSON:
@@ -186,12 +231,36 @@ def explain_cmd(
     else:
         _print_explain(report, worst)
         _write(out, json.dumps(report.to_json(worst=max(worst, 20)), indent=2) + "\n")
+    if fix:
+        _print_fixes(report, fixes)
     rate = report.total.hit_rate or 0.0
     if fail_under is not None and rate * 100 < fail_under:
         err_console.print(
             f"FAIL: reusable hit rate {rate * 100:.1f}% is under --fail-under {fail_under:g}%"
         )
         raise typer.Exit(1)
+
+
+def _print_fixes(report: ExplainReport, fixes: dict[str, FamilyFix]) -> None:
+    """``--fix``: per family, the edits that make the app stable by itself (after which
+    the gateway's stabilizer can be turned off for it)."""
+    rates = {f.family: f.hit_rate for f in report.families}
+    shown = 0
+    for family, fix in sorted(fixes.items()):
+        edits = fix.edits()
+        if not edits:
+            continue
+        shown += 1
+        after = report.stabilized.get(family)
+        console.print(
+            f"[bold]{escape(family)}[/bold]: {fix.requests} requests, hit rate "
+            f"{pct(rates.get(family))}" + (f" -> {pct(after)} once fixed" if after else ""),
+            highlight=False,
+        )
+        for edit in edits:
+            console.print(f"   fix: {edit}", markup=False, highlight=False)
+    if not shown:
+        console.print("No family needs a fix: no line, list or line end varies before static text.")
 
 
 def _print_explain(report: ExplainReport, worst: int) -> None:
@@ -201,18 +270,22 @@ def _print_explain(report: ExplainReport, worst: int) -> None:
         f"{total.prompt_tokens} prompt tokens, block {report.block_size}"
     )
     table.add_column("family", overflow="fold")
-    for column in ("requests", "hit rate", "measured", "breaks", "tokens lost", "if fixed"):
+    columns = ["requests", "hit rate", "measured", "breaks", "tokens lost", "if fixed"]
+    if report.stabilized:
+        columns.append("if stabilized")
+    for column in columns:
         table.add_column(column, justify="right")
     table.add_column("top causes")
     for f in [*report.families, total]:
+        extra = [pct(report.stabilized.get(f.family))] if report.stabilized else []
         table.add_row(
-            f.family, str(f.requests), pct(f.hit_rate), pct(f.measured_hit_rate),
-            str(f.breaks), str(f.tokens_lost), pct(f.fixed_hit_rate), causes_text(f),
+            escape(f.family), str(f.requests), pct(f.hit_rate), pct(f.measured_hit_rate),
+            str(f.breaks), str(f.tokens_lost), pct(f.fixed_hit_rate), *extra, causes_text(f),
             style="bold" if f is total else None,
         )  # fmt: skip
     console.print(table)
     for n, b in enumerate(report.worst(worst), 1):
-        console.print(f"[bold]{n}. {break_title(b)}[/bold]", highlight=False)
+        console.print(f"[bold]{n}. {escape(break_title(b))}[/bold]", highlight=False)
         for line in break_lines(b):
             console.print(f"   {line}", markup=False, highlight=False)
     console.print(
