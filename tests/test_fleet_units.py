@@ -111,3 +111,13 @@ def test_a_fleet_is_healthy_degraded_or_down() -> None:
     assert status(False, True, True, False) == "degraded"
     assert status(False, False, True, False) == "down"  # the router itself does not serve
     assert status(False, True, False, False) == "down"  # nothing to serve with
+
+
+def test_restarting_a_replica_names_the_ones_there_are(tmp_path: Path) -> None:
+    import pytest
+
+    from prefixcache.errors import EngineError
+
+    fleet = make_fleet(tmp_path, replicas=2)
+    with pytest.raises(EngineError, match=r"no replica 2: the fleet has 2 \(0-1\)"):
+        fleet.restart_replica(2)

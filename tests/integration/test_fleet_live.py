@@ -140,7 +140,11 @@ def test_a_stopped_replica_moves_its_sessions_without_errors(fleet: Fleet) -> No
     assert all(len(rows) == 2 for rows in after.values())  # no client error
     for rows in after.values():  # the moved sessions: cold once (the base aside), then hit
         assert rows[1][1] >= rows[0][0] - 128
-    victim.start()
+    # the router still serves: degraded, not down
+    status = fleet.status()
+    assert status.state == "degraded" and status.up == 1, status
+    fleet.restart_replica(1)  # in place: the router and replica 0 untouched
+    assert victim.healthy()
     # the router takes it back after its health checks: new sessions reach it again
     before = fleet.replica_stats()
     deadline = time.monotonic() + 90

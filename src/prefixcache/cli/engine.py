@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     engine_app.command("start")(handled(engine_start))
     engine_app.command("stop")(handled(engine_stop))
     engine_app.command("status")(handled(engine_status))
+    engine_app.command("restart-replica")(handled(engine_restart_replica))
     engine_app.command("logs")(handled(engine_logs))
     app.command()(handled(warm))
     model_app = typer.Typer(help="Prepare the embedded model.", no_args_is_help=True)
@@ -115,6 +116,21 @@ def _recorded_fleet(ctx: typer.Context) -> Fleet | None:
     if replicas == 0 and not (folder / "router.json").is_file():
         return None
     return local_fleet(ctx, max(replicas, 1))
+
+
+def engine_restart_replica(
+    ctx: typer.Context,
+    index: Annotated[int, typer.Argument(min=0, help="The replica's number (engine status).")],
+) -> None:
+    """Start one dead replica of the running fleet again, in place: the router and the
+    other replicas keep serving; the router takes it back once it answers /health."""
+    fleet = _recorded_fleet(ctx)
+    if fleet is None or fleet.router_pid() is None:
+        err_console.print("no fleet is running (start one: prefixcache engine start --replicas N)")
+        raise typer.Exit(1)
+    fleet.restart_replica(index)
+    replica = fleet.replicas[index]
+    typer.echo(f"replica {index}: running, pid {replica.recorded_pid()} at {replica.base_url}")
 
 
 def engine_status(ctx: typer.Context) -> None:

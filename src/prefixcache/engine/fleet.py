@@ -261,6 +261,26 @@ class Fleet:
             stopped = replica.stop() or stopped
         return stopped
 
+    def restart_replica(self, index: int) -> None:
+        """Start replica ``index`` again in place (after a crash, an OOM kill, ``kill``),
+        the router and the other replicas untouched. The router takes it back once it
+        answers ``/health`` (its checks run every few seconds); a ``prefixcache serve``
+        in front notices the router healthy again and warms its prefixes on it."""
+        if not 0 <= index < len(self.replicas):
+            raise EngineError(
+                f"There is no replica {index}: the fleet has {len(self.replicas)} "
+                f"(0-{len(self.replicas) - 1})."
+            )
+        replica = self.replicas[index]
+        if replica.recorded_pid() is not None and replica.healthy():
+            raise EngineError(
+                f"Replica {index} (pid {replica.recorded_pid()}, {replica.base_url}) is "
+                "running and healthy; nothing to restart."
+            )
+        replica.stop()  # a hung process, or the files of a dead one
+        self._say(f"restarting replica {index} at {replica.base_url}")
+        replica.start()
+
     def reset_caches(self) -> None:
         """Empty every replica's prefix cache (needs fleet.dev_mode)."""
         for replica in self.replicas:
