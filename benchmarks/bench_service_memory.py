@@ -42,7 +42,7 @@ def response(i: int) -> LLMResponse:
         "ok", {"prompt_tokens": 4000 + i % 97, "completion_tokens": 2,
                "total_tokens": 4002 + i % 97, "cached_tokens": 3968},
         {"cached_tokens": 3968, "cache_hit_rate": 0.99, "ttft": 0.05 + (i % 50) / 1000,
-         "provider": "vllm", "model": "m", "served_model": "m", "request_id": f"r{i}"},
+         "provider": "vllm", "model": "m", "served_model": "m", "requested_model": "m", "request_id": f"r{i}"},
         0.2, "length",
     )  # fmt: skip
 

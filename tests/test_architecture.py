@@ -163,7 +163,19 @@ def test_the_cli_entry_point_names_its_extra() -> None:
 
 
 def test_every_public_name_still_imports() -> None:
+    """The facade: ``__all__`` has no duplicates, ``import *`` gives exactly it, and every
+    class and function in it is prefixcache's own and documented."""
+    import inspect
+
     import prefixcache
 
-    for name in prefixcache.__all__:
-        assert getattr(prefixcache, name) is not None, name
+    names = prefixcache.__all__
+    assert len(names) == len(set(names))
+    star: dict[str, object] = {}
+    exec("from prefixcache import *", star)
+    assert set(star) - {"__builtins__"} == set(names)
+    for name in names:
+        obj = getattr(prefixcache, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__.startswith("prefixcache"), (name, obj.__module__)
+            assert (obj.__doc__ or "").strip(), f"{name} has no docstring"

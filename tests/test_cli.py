@@ -10,10 +10,23 @@ runner = CliRunner()
 
 
 def test_help_lists_commands() -> None:
-    result = runner.invoke(app, ["--help"])
+    """Every registered command and group is listed by name (a whole word in the
+    commands table, not a part of another command's name)."""
+    import re
+
+    result = runner.invoke(app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    for command in ("lint", "prompts", "analyze-prompts"):
-        assert command in result.output
+    listed = set(re.findall(r"^│ ([a-z][a-z-]*) ", result.output, flags=re.MULTILINE))
+    registered = {c.name for c in app.registered_commands if c.name} | {
+        g.name for g in app.registered_groups if g.name
+    }
+    registered |= {
+        c.callback.__name__.replace("_", "-")
+        for c in app.registered_commands
+        if c.name is None and c.callback is not None
+    }
+    assert {"lint", "prompts", "analyze-prompts", "explain", "serve", "keys"} <= registered
+    assert listed == registered, listed ^ registered
 
 
 def test_lint_exit_codes(tmp_path: Path) -> None:

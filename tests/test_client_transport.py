@@ -98,8 +98,10 @@ def test_the_model_the_server_answered_with_is_recorded() -> None:
         {"id": "c", "model": "replica-model", "choices": [], "usage": USAGE},
     )
     response = run(lambda r: httpx.Response(200, content=stream))
-    assert response.metadata["model"] == "smollm2"  # type: ignore[attr-defined]
+    # the guide's platform reads the answering model from metadata["model"]
+    assert response.metadata["model"] == "replica-model"  # type: ignore[attr-defined]
     assert response.served_model == "replica-model"  # type: ignore[attr-defined]
+    assert response.metadata["requested_model"] == "smollm2"  # type: ignore[attr-defined]
 
 
 def test_keep_alive_comments_and_blank_lines_are_skipped() -> None:

@@ -90,7 +90,7 @@ def _response(prompt: int, cached: int | None, ttft: float) -> LLMResponse:
         "ok",
         {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1, "cached_tokens": cached},
         {"cached_tokens": cached, "cache_hit_rate": hit_rate(cached, prompt), "ttft": ttft,
-         "provider": "vllm", "model": "m", "served_model": "m", "request_id": "r"},
+         "provider": "vllm", "model": "m", "served_model": "m", "requested_model": "m", "request_id": "r"},
         ttft + 0.1,
         "length",
     )  # fmt: skip

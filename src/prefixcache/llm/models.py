@@ -24,11 +24,14 @@ class ResponseMetadata(TypedDict):
     cache_hit_rate: float | None
     ttft: float | None
     provider: str
-    #: The model name sent in the request.
+    #: The model that answered, as the server named it (what the guide's platform reads
+    #: from ``response.metadata["model"]``; a router or an alias may answer under another
+    #: name than the one requested).
     model: str
-    #: The model name the server answered with (a router or an alias may answer under
-    #: another name than the one requested).
+    #: The same name (kept for 0.2 callers).
     served_model: str
+    #: The model name sent in the request.
+    requested_model: str
     request_id: str | None
 
 

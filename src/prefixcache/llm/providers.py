@@ -435,8 +435,9 @@ def _response(
         "cache_hit_rate": hit_rate(cached, prompt_tokens),
         "ttft": ttft,
         "provider": provider,
-        "model": model,
+        "model": served_model or model,
         "served_model": served_model or model,
+        "requested_model": model,
         "request_id": request_id,
     }
     return LLMResponse(content, usage, metadata, elapsed, finish)

@@ -173,20 +173,28 @@ def reload() -> None:
 
 
 def get_agent_tier(agent_type: str) -> AgentTier:
+    """The agent's tier (the guide's function; unknown agents: tier 1, or an error with
+    ``agents.strict``)."""
     return default_library().tiers.get_agent_tier(agent_type)
 
 
 def get_base_prompt_for_agent(agent_type: str) -> str:
+    """The prompt key of the agent's tier (the guide's function), for
+    ``get_optimized_prompt(base_prompt_key=...)``."""
     return default_library().tiers.get_base_prompt_for_agent(agent_type)
 
 
 def get_cache_hit_expectation(agent_type: str) -> str:
+    """The guide's expected hit rate for the agent's tier, e.g. ``"90-95%"`` (unmeasured:
+    ``get_tier_statistics()`` has the measured figures)."""
     return default_library().tiers.get_cache_hit_expectation(agent_type)
 
 
 def list_agents_by_tier(tier: AgentTier) -> list[str]:
+    """The agents of one tier, in the configured order."""
     return default_library().tiers.list_agents_by_tier(tier)
 
 
 def get_tier_statistics() -> dict[str, dict[str, Any]]:
+    """Per tier: its agents, the guide's expected hit rate and the measured one."""
     return default_library().tiers.get_tier_statistics()
