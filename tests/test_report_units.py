@@ -32,12 +32,13 @@ def test_planned_requests_count_every_tick() -> None:
         scenarios=("single", "workflow", "multiturn", "concurrent"),
         sweep=(16, 32), sessions=3, requests_per_session=2, passes=2, arms=ARM_NAMES,
     )  # fmt: skip
-    # seven sequential arms, two passes; warmed adds one warm-up per distinct agent,
-    # prefetch one prefetch per agent first met after step 1
-    single = 7 * 10 * 2 + 1 + 0
-    workflow = 7 * 20 * 2 + 19 + 18  # 19 distinct agents; 18 first met after step 1
-    multiturn = 3 * 8
-    concurrent = 4 * 6 + 3  # four arms; warmed adds one warm-up per distinct agent
+    # eight sequential arms (service included: its start-up warm-up is not a request),
+    # two passes; warmed adds one warm-up per distinct agent, prefetch one prefetch per
+    # agent first met after step 1
+    single = 8 * 10 * 2 + 1 + 0
+    workflow = 8 * 20 * 2 + 19 + 18  # 19 distinct agents; 18 first met after step 1
+    multiturn = 4 * 8
+    concurrent = 5 * 6 + 3  # five arms; warmed adds one warm-up per distinct agent
     assert settings.planned_requests() == single * 2 + workflow + multiturn + concurrent
 
 
@@ -85,10 +86,12 @@ def test_scenarios_and_arms_are_typed() -> None:
     single = SCENARIOS["single"]
     assert [a.name for a in single.arms] == [
         "no-reuse", "naive", "reference", "optimized", "aligned", "prefetch", "warmed",
+        "service",
     ]  # fmt: skip
     assert single.arm("no-reuse").unique_salt and single.arm("warmed").warm  # type: ignore[union-attr]
     assert [a.name for a in SCENARIOS["multiturn"].arms] == [
         "no-reuse",
         "guide-layout",
         "append-only",
+        "service",
     ]

@@ -68,6 +68,18 @@ def test_missing_files_are_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("llm: {vllm: {gpu_memory_utilization: 1.5}}", "llm.vllm.gpu_memory_utilization", "1"),
         ("llm: {vllm: {extra_args: [--seed, 0]}}", "llm.vllm.extra_args", "list of strings"),
         ("llm: {vllm: {base_url: localhost:8000}}", "llm.vllm.base_url", "http://"),
+        (
+            "llm: {vllm: {base_url: 'http://127.0.0.1:80x'}}",
+            "llm.vllm.base_url",
+            "Invalid port: '80x'",
+        ),
+        (
+            "llm: {vllm: {base_url: 'http://127.0.0.1:99999'}}",
+            "llm.vllm.base_url",
+            "outside 1-65535",
+        ),
+        ("llm: {vllm: {base_url: 'http://:8000'}}", "llm.vllm.base_url", "has no host"),
+        ("service: {stabilize: sometimes}", "service.stabilize.mode", "'off', 'shadow' or 'on'"),
         ("llm: {vllm: {prot: 1}}", "llm.vllm.prot", "Did you mean port"),
         ("llm: {vllm: [1, 2]}", "llm.vllm", "valid dictionary"),
         ("agents: {strict: maybe}", "agents.strict", "valid boolean"),
@@ -83,6 +95,21 @@ def test_wrong_values_name_key_and_file(tmp_path: Path, text: str, key: str, fra
     message = str(info.value)
     assert f"{key} in {path}:" in message
     assert fragment in message
+
+
+def test_stabilize_modes_read_as_yaml_writes_them(tmp_path: Path) -> None:
+    """YAML reads an unquoted on/off as true/false: they mean the modes they spell."""
+    settings = load_settings(write(tmp_path, "service: {stabilize: on}\n"))
+    assert settings.service.stabilize.mode == "on"
+    path = write(
+        tmp_path, "service:\n  stabilize:\n    mode: off\n    tenants: {a: on, b: shadow}\n"
+    )
+    stabilize = load_settings(path).service.stabilize
+    assert (stabilize.mode, stabilize.mode_for("a"), stabilize.mode_for("b")) == (
+        "off",
+        "on",
+        "shadow",
+    )
 
 
 def test_a_string_false_is_false_not_true(tmp_path: Path) -> None:

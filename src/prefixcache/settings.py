@@ -61,6 +61,22 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "prefixcache"
 
 
+def _checked_url(value: str) -> str:
+    """``value`` if httpx can use it (a host, a port in 1-65535), else a ValueError that
+    says what is wrong (the settings' loader names the key and the file)."""
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"is not a usable URL ({exc}), got {value!r}") from None
+    if not url.host:
+        raise ValueError(f"has no host, got {value!r} (e.g. http://127.0.0.1:8000)")
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise ValueError(f"has port {url.port}, outside 1-65535, got {value!r}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -95,7 +111,7 @@ class ClientSettings(_Section):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
+        return _checked_url(value)
 
     @field_validator("default_model", "served_model_name", "api_key")
     @classmethod
@@ -307,6 +323,48 @@ class WarmSettings(_Section):
     kv_fraction: float = Field(default=0.5, gt=0, le=1)
 
 
+def _onoff(value: bool) -> str:
+    return "on" if value else "off"
+
+
+class StabilizeSettings(_Section):
+    """``service.stabilize``: the gateway moves the lines of a system prompt that change
+    between requests after the lines that do not (``docs/stabilize.md``).
+
+    ``mode`` for every tenant, ``tenants`` for some: ``off`` (nothing learned), ``shadow``
+    (learned and measured, requests sent unchanged: the default) or ``on`` (rewritten).
+    A request's ``X-Prefixcache-Stabilize`` header may lower its tenant's mode, never
+    raise it. ``service.stabilize: on`` is short for ``{mode: on}``."""
+
+    mode: Literal["off", "shadow", "on"] = "shadow"
+    tenants: dict[str, Literal["off", "shadow", "on"]] = Field(default_factory=dict)
+    #: requests kept per family to learn from
+    history: int = Field(default=8, ge=2, le=64)
+    #: families kept (least recently seen dropped first)
+    max_families: int = Field(default=4096, ge=1, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        """``stabilize: on`` for ``{mode: on}``; YAML reads an unquoted on/off as a
+        boolean, taken here as the mode it spells."""
+        if isinstance(data, str | bool):
+            data = {"mode": data}
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("mode"), bool):
+            data["mode"] = _onoff(data["mode"])
+        if isinstance(data.get("tenants"), dict):
+            data["tenants"] = {
+                k: _onoff(v) if isinstance(v, bool) else v for k, v in data["tenants"].items()
+            }
+        return data
+
+    def mode_for(self, tenant: str) -> Literal["off", "shadow", "on"]:
+        return self.tenants.get(tenant, self.mode)
+
+
 class ServiceSettings(_Section):
     """The ``service`` section: ``prefixcache serve``."""
 
@@ -358,6 +416,7 @@ class ServiceSettings(_Section):
     queue_timeout_s: PositiveFloat = 30.0
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     warm: WarmSettings = Field(default_factory=WarmSettings)
+    stabilize: StabilizeSettings = Field(default_factory=StabilizeSettings)
 
     @field_validator("database_url", "secret")
     @classmethod

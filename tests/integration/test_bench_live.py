@@ -16,16 +16,22 @@ from prefixcache.bench.runner import Benchmark, BenchSettings
 from prefixcache.bench.scenarios import (
     ALIGNED,
     APPEND_ONLY,
+    DEFAULT_TOOLS,
     GUIDE_LAYOUT,
     NAIVE,
     NO_REUSE,
     OPTIMIZED,
     PREFETCH,
     REFERENCE,
+    SERVICE,
+    TOOLS,
+    USERS,
     WARMED,
     mixed_steps,
     single_steps,
+    workflow_steps,
 )
+from prefixcache.bench.service import ServiceLauncher
 from prefixcache.engine.local import LocalEngine
 from prefixcache.llm.inspector import EngineInspector
 from prefixcache.llm.interface import LLMInterface
@@ -198,3 +204,46 @@ def test_alignment_puts_shared_layers_on_block_boundaries(
     # the shared base ends on a block boundary, so an agent of another tier reuses all of it
     assert base_end % block_size == 0
     assert predicted_cached_tokens(len(tb), common_prefix_len(ta, tb), block_size) == base_end
+
+
+def test_service_arm_runs_the_guides_steps_through_prefixcache_serve(
+    engine: LocalEngine, live_library: PromptLibrary, block_size: int, tmp_path: Path
+) -> None:
+    """The service arm: a real `prefixcache serve` started by the benchmark, warmed up
+    before its first request, the workflow sent as a /tasks chain (one caller, the plan
+    declared) in a cold and a steady pass, beside the reference sent to the engine. (The
+    /chat stream the arm reads is checked in tests/test_bench_service_units.py and
+    test_service_live.py.)"""
+    launcher = ServiceLauncher(
+        live_library.settings, engine.base_url, tmp_path / "svc", USERS, TOOLS, DEFAULT_TOOLS
+    )
+    agents = len(live_library.tiers.agents())
+
+    async def body(bench: Benchmark) -> list[ArmRun]:
+        bench.services = launcher
+        salt = f"svc-{tmp_path.name}"
+        return await bench.run_sequential(
+            "workflow", workflow_steps()[:3], (REFERENCE, SERVICE), 1, 2, salt, passes=2
+        )
+
+    runs = run_bench(engine, live_library, block_size, body)
+    by = {(r.arm, r.phase): r for r in runs}
+    assert launcher.starts == 1  # one fresh service for the arm run (both passes)
+    for phase in ("cold", "steady"):
+        run = by[("service", phase)]
+        assert run.complete and not run.failed, run.failed
+        for r in run.tasks:
+            assert r.overhead is not None and 0 < r.overhead < r.processing_time
+            assert r.ttft is not None and r.ttft < r.processing_time
+            # warmed at start: even each agent's first request finds its whole static
+            # prefix cached (only the dynamic suffix, and at most a block, is prefilled)
+            assert r.prompt_tokens - (r.cached_tokens or 0) < 400, (phase, r.index)
+    cold = by[("service", "cold")]
+    # the start-up warm-up: every agent's prefix under the new tenant salt, reported apart
+    assert cold.warmed_prefixes == agents and cold.warmup_time > 0
+    # the reference's first request is cold; the service's first is not
+    reference, service = by[("reference", "cold")].tasks[0], cold.tasks[0]
+    assert reference.cached_tokens == 0
+    assert (service.cached_tokens or 0) > 0.8 * service.prompt_tokens
+    # the service process was stopped by its PID
+    assert len(launcher.pids) == 1 and not Path(f"/proc/{launcher.pids[0]}").exists()

@@ -48,8 +48,8 @@ STABLE_ROLES = frozenset({"system", "developer"})
 #: moving (a rewrite must gain at least one whole KV block)
 CHARS_PER_TOKEN = 4
 
-#: a line that ends in whitespace (or \r): what normalising would change
-_CLEAN = re.compile(r"[^\S\n](?:\n|$)")
+#: what normalising strips from a line's end (ASCII whitespace; \r of a \r\n)
+_SPACES = " \t\r\f\v"
 _SHAPE = re.compile(r"[0-9a-fA-F]{6,}|\d+")
 
 
@@ -74,7 +74,7 @@ def line_shape(line: str) -> str:
 
 
 def _norm(line: str) -> str:
-    return line.rstrip()
+    return line.rstrip(_SPACES)
 
 
 def _tool_name(tool: Any) -> str:
@@ -118,12 +118,11 @@ def observe(messages: Sequence[Message], tools: Sequence[Any] | None) -> Observa
     for i, message in enumerate(messages):
         if message.get("role") in STABLE_ROLES and isinstance(message.get("content"), str):
             text = str(message["content"])
-            raw = text.split("\n")
-            if _CLEAN.search(text) is None:  # no line ends in whitespace: nothing to strip
-                normalised = tuple(raw)
+            raw = tuple(text.split("\n"))
+            normalised = tuple(x.rstrip(_SPACES) for x in raw)
+            if normalised == raw:  # no line ends in whitespace (compared in C)
                 spaced[i] = frozenset()
             else:
-                normalised = tuple(x.rstrip() for x in raw)
                 spaced[i] = frozenset(n for n, r in zip(normalised, raw, strict=True) if n != r)
             lines[i] = normalised
             sets[i] = frozenset(normalised)
@@ -181,6 +180,8 @@ class Rewrite:
 class _Family:
     seen: int = 0
     history: deque[Observation] = field(default_factory=deque)
+    #: message index -> static lines once seen out of order (they always move after)
+    unordered: dict[int, frozenset[str]] = field(default_factory=dict)
 
 
 class Stabilizer:
@@ -226,9 +227,14 @@ class Stabilizer:
         fam.seen += 1
         if fam.seen < 2:
             return name, None
-        return name, self._plan(current, list(fam.history))
+        return name, self._plan(current, list(fam.history), fam.unordered)
 
-    def _plan(self, current: Observation, seen: list[Observation]) -> Plan:
+    def _plan(
+        self,
+        current: Observation,
+        seen: list[Observation],
+        unordered: dict[int, frozenset[str]],
+    ) -> Plan:
         volatile: dict[int, tuple[int, ...]] = {}
         normalise: set[int] = set()
         shapes: list[str] = []
@@ -240,12 +246,21 @@ class Stabilizer:
             common = frozenset.intersection(*(o.sets[index] for o in kept))
             moving = {i for i, line in enumerate(lines) if line not in common}
             # static lines whose order changed against any kept version move too (a
-            # one-tool-a-line list from a set): what stays keeps one order in all
-            ours = [(i, x) for i, x in enumerate(lines) if x in common]
+            # one-tool-a-line list from a set): what stays keeps one order in all. Lines
+            # once found out of order are remembered, so the usual check is one compare
+            known = unordered.get(index, frozenset())
+            ordered = common - known if known else common
+            moving.update(i for i, x in enumerate(lines) if x in known and x in common)
+            ours = [(i, x) for i, x in enumerate(lines) if x in ordered]
             static = tuple(x for _, x in ours)
-            orders = {_static_order(o, index, common) for o in kept[:-1]}
-            for version in orders:
-                moving.update(ours[k][0] for k in _out_of_order(static, version))
+            found: set[str] = set()
+            versions = {id(v): v for v in (_static_order(o, index, ordered) for o in kept[:-1])}
+            for version in versions.values():
+                for k in _out_of_order(static, version):
+                    moving.add(ours[k][0])
+                    found.add(ours[k][1])
+            if found:
+                unordered[index] = known | found
             if lines and lines[-1] == "":
                 moving.discard(len(lines) - 1)  # the final newline stays final
             if _varies_in_whitespace(seen, index):

@@ -34,6 +34,8 @@ class RequestResult:
     stall: float = 0.0
     #: 1: the first (cold) pass over the scenario's tasks; 2..: steady-state passes
     pass_no: int = 1
+    #: the ``service`` arm: the client's time minus the engine time the service measured
+    overhead: float | None = None
 
     @property
     def hit_rate(self) -> float | None:
@@ -67,6 +69,8 @@ class ArmRun:
     planned: int = 0
     #: "cold" (the first pass) or "steady" (passes 2..n, prefixes already warm)
     phase: str = "cold"
+    #: prefixes warmed before the arm's requests (the service's start-up warm-up)
+    warmed_prefixes: int = 0
 
     @property
     def complete(self) -> bool:
@@ -120,6 +124,7 @@ def as_dict(run: ArmRun) -> dict[str, Any]:
         "total_time": run.total_time,
         "warmup_time": run.warmup_time,
         "wall_time": run.wall_time,
+        "warmed_prefixes": run.warmed_prefixes,
         "hit_rate": run.hit_rate,
         "requests": requests,
     }

@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
+
+import httpx
 
 from ..errors import PrefixCacheError, ProviderTimeoutError, ProviderUnavailableError
 from ..llm.alignment import align_to_blocks
@@ -47,6 +50,9 @@ from .scenarios import (
     Step,
     concurrent_steps,
 )
+from .service import REQUEST_TIMEOUT_S, ServiceClient, ServiceLauncher, ServiceReply
+
+Send = Callable[[], Awaitable[ServiceReply]]
 
 
 class BenchmarkAborted(PrefixCacheError):
@@ -138,6 +144,12 @@ class _Lane:
     started: float = field(default_factory=time.perf_counter)
     prefetcher: Prefetcher | None = None
     stall: float = 0.0  # waited for this lane's prefetch, charged to its next request
+    #: the ``service`` arm: its client, the warm-up at the service's start, the chain
+    service: ServiceClient | None = None
+    service_warmup: float = 0.0
+    warmed_prefixes: int = 0
+    tag: str = ""  # per service start: session ids never meet an earlier run's
+    last_task: str | None = None
 
     def row(
         self,
@@ -179,8 +191,9 @@ class _Lane:
         out = [
             ArmRun(
                 self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(cold),
-                sum(r.processing_time for r in cold if r.warmup), wall,
+                sum(r.processing_time for r in cold if r.warmup) + self.service_warmup, wall,
                 self.planned - len(steady) if steady else self.planned,
+                warmed_prefixes=self.warmed_prefixes,
             )
         ]  # fmt: skip
         if steady:
@@ -206,8 +219,11 @@ class Benchmark:
         on_request: ProgressFn | None = None,
         abort_after: int = 3,
         trace: TraceWriter | None = None,
+        services: ServiceLauncher | None = None,
     ) -> None:
         self.llm = llm
+        #: starts the ``service`` arm's ``prefixcache serve`` processes
+        self.services = services
         #: every request sent (warm-ups and prefetches included) as a trace line
         self.trace = trace
         self.inspector = inspector
@@ -289,26 +305,33 @@ class Benchmark:
         warmup: bool = False,
         session: int = 0,
         pass_no: int = 1,
+        send: Send | None = None,
     ) -> tuple[RequestResult, str]:
-        """Send one request; a failure becomes a failed row. Returns the row and the reply."""
+        """Send one request (``send``: through the service instead of to the engine); a
+        failure becomes a failed row. Returns the row and the reply."""
         stall, lane.stall = (0.0, lane.stall) if warmup else (lane.stall, 0.0)
         profile = self.library.tiers.profile(agent)
         predicted: int | None = 0 if lane.arm.unique_salt and not warmup else None
         started = time.perf_counter()
         content = ""
+        overhead: float | None = None
         try:
             tokens: list[int] | None = None
-            if predict:
-                tokens = await asyncio.to_thread(self.inspector.tokenize_messages, messages)
-                shared = max((common_prefix_len(tokens, t) for t in lane.seen), default=0)
-                predicted = predicted_cached_tokens(len(tokens), shared, self.block_size)
-            response = await self.llm.chat_completion(
-                messages,
-                max_tokens=max_tokens,
-                cache_salt=salt,
-                agent_type=agent,
-                ignore_eos=True,
-            )
+            if send is not None:  # the service builds the prompt: nothing to predict
+                reply = await send()
+                response, overhead = reply.response, reply.overhead
+            else:
+                if predict:
+                    tokens = await asyncio.to_thread(self.inspector.tokenize_messages, messages)
+                    shared = max((common_prefix_len(tokens, t) for t in lane.seen), default=0)
+                    predicted = predicted_cached_tokens(len(tokens), shared, self.block_size)
+                response = await self.llm.chat_completion(
+                    messages,
+                    max_tokens=max_tokens,
+                    cache_salt=salt,
+                    agent_type=agent,
+                    ignore_eos=True,
+                )
         except PrefixCacheError as exc:
             if isinstance(exc, ProviderUnavailableError | ProviderTimeoutError):
                 self._unreachable += 1
@@ -322,13 +345,14 @@ class Benchmark:
             self._unreachable = 0
             if tokens is not None:
                 lane.seen.append(tokens)
-            if self.trace is not None:
+            if self.trace is not None and send is None:
                 self._trace(lane, messages, agent, salt, response, warmup, session, pass_no)
             content = response.content
             result = lane.row(
                 profile, max_tokens=max_tokens, index=index, warmup=warmup, response=response,
                 predicted=predicted, session=session, stall=stall, pass_no=pass_no,
             )  # fmt: skip
+            result = replace(result, overhead=overhead)
         lane.results.append(result)
         label = "warm-up" if warmup else f"#{index}"
         status = "" if result.success else " FAILED"
@@ -422,22 +446,102 @@ class Benchmark:
         alone = [lane for lane in lanes if not lane.arm.reuses]
         together = [lane for lane in lanes if lane.arm.reuses]
         for group in [[lane] for lane in alone] + ([together] if together else []):
-            for lane in group:  # warm right before the arm runs (not before other arms)
-                if lane.arm.warm:
-                    await self._warm_up(lane, [s.agent_type for s in steps], predict=True)
-            for pass_no in range(1, passes + 1):
-                for i, base_step in enumerate(steps, 1):
-                    step = base_step.for_pass(pass_no)
-                    for lane in self._rotation(group, i - 1):
-                        unique = lane.arm.unique_salt
-                        salt = f"{lane.salt}-p{pass_no}-{i}" if unique else lane.salt
-                        await self._request(
-                            lane, self.messages(lane.arm, step), index=i, agent=step.agent_type,
-                            max_tokens=max_tokens, salt=salt, predict=not unique, pass_no=pass_no,
-                        )  # fmt: skip
-                        following = i if pass_no == 1 and i in prefetch_at else None
-                        await self._tool_time(lane, steps, following, tool_time)
+            async with self._service_for(group):  # started (and warmed) right before
+                for lane in group:  # warm right before the arm runs (not before other arms)
+                    if lane.arm.warm:
+                        await self._warm_up(lane, [s.agent_type for s in steps], predict=True)
+                for pass_no in range(1, passes + 1):
+                    for i, base_step in enumerate(steps, 1):
+                        step = base_step.for_pass(pass_no)
+                        for lane in self._rotation(group, i - 1):
+                            await self._sequential_step(lane, step, i, steps, max_tokens, pass_no)
+                            following = i if pass_no == 1 and i in prefetch_at else None
+                            await self._tool_time(lane, steps, following, tool_time)
         return self._finish(lanes)
+
+    async def _sequential_step(
+        self, lane: _Lane, step: Step, index: int, steps: Sequence[Step], max_tokens: int,
+        pass_no: int,
+    ) -> None:  # fmt: skip
+        if lane.arm.via_service:
+            send = self._service_step(lane, step, index, steps, max_tokens, pass_no=pass_no)
+            await self._request(
+                lane, [], index=index, agent=step.agent_type, max_tokens=max_tokens,
+                salt="", predict=False, pass_no=pass_no, send=send,
+            )  # fmt: skip
+            return
+        unique = lane.arm.unique_salt
+        salt = f"{lane.salt}-p{pass_no}-{index}" if unique else lane.salt
+        await self._request(
+            lane, self.messages(lane.arm, step), index=index, agent=step.agent_type,
+            max_tokens=max_tokens, salt=salt, predict=not unique, pass_no=pass_no,
+        )  # fmt: skip
+
+    # -- the service arm ------------------------------------------------------------------
+    @asynccontextmanager
+    async def _service_for(self, lanes: Sequence[_Lane]) -> AsyncIterator[None]:
+        """A fresh ``prefixcache serve``, warmed up, for the lanes that go through it (none
+        started when no lane does); stopped by PID when the lanes are done."""
+        served = [lane for lane in lanes if lane.arm.via_service]
+        if not served:
+            yield
+            return
+        if self.services is None:
+            raise BenchmarkAborted(
+                "the service arm needs a service launcher (Benchmark(services=...)); "
+                "`prefixcache bench` makes one"
+            )
+        async with AsyncExitStack() as stack:
+            try:
+                handle = await stack.enter_async_context(self.services.start())
+            except PrefixCacheError as exc:
+                raise BenchmarkAborted(f"the service arm could not start: {exc}") from exc
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S))
+            for lane in served:
+                lane.service = ServiceClient(handle, http)
+                lane.service_warmup, lane.warmed_prefixes = handle.warmup_time, handle.warmed
+                lane.tag, lane.last_task = f"b{self.services.starts}", None
+            try:
+                yield
+            finally:
+                for lane in served:
+                    lane.service = None
+
+    def _service_step(
+        self, lane: _Lane, step: Step, index: int, steps: Sequence[Step], max_tokens: int,
+        *, session_suffix: str = "", pass_no: int = 1,
+    ) -> Send:  # fmt: skip
+        """How a caller of the service sends this step: the workflow as a ``/tasks`` chain
+        (the plan declared on its first task), everything else to ``/chat``."""
+        client = lane.service
+        assert client is not None
+        if lane.scenario == "workflow":
+            first = index == 1
+            # one caller runs the whole chain (a task chains only to its own user's tasks)
+            caller = steps[0].user_name if pass_no == 1 else steps[0].for_pass(pass_no).user_name
+
+            async def task() -> ServiceReply:
+                reply = await client.task(
+                    caller, description=step.task, agent_type=step.agent_type,
+                    max_tokens=max_tokens, required_tools=step.tools,
+                    priority=str(step.params.get("task_priority") or "") or None,
+                    previous_task_id=None if first else lane.last_task,
+                    session_id=f"{lane.tag}-{step.session_id}" if first else None,
+                    plan=[s.agent_type for s in steps] if first else None,
+                )  # fmt: skip
+                lane.last_task = reply.task_id
+                return reply
+
+            return task
+        # the direct arms' recent context, in the same place: the dynamic suffix
+        params = dict(step.params)
+        if step.recent_context:
+            params["recent_context"] = step.recent_context
+        session = f"{lane.tag}-{step.session_id}{session_suffix}"
+        return lambda: client.chat(
+            step.user_name, message=step.task, agent_type=step.agent_type, session_id=session,
+            max_tokens=max_tokens, additional_params=params,
+        )  # fmt: skip
 
     async def _tool_time(
         self, lane: _Lane, steps: Sequence[Step], following: int | None, tool_time: float
@@ -494,19 +598,36 @@ class Benchmark:
         groups = [[lane] for lane in lanes if not lane.arm.reuses] + (
             [together] if together else []
         )
-        for group, (i, turn) in ((g, t) for g in groups for t in enumerate(chosen, 1)):
-            for lane in self._rotation(group, i - 1):
-                unique = lane.arm.unique_salt
-                _, reply = await self._request(
-                    lane, self.multiturn_messages(lane.arm, lane.history, turn), index=i,
-                    agent=MULTITURN_AGENT, max_tokens=max_tokens,
-                    salt=f"{lane.salt}-{i}" if unique else lane.salt, predict=not unique,
-                )  # fmt: skip
-                lane.history += [
-                    {"role": "user", "content": turn},
-                    {"role": "assistant", "content": reply},
-                ]
+        for group in groups:
+            async with self._service_for(group):
+                for i, turn in enumerate(chosen, 1):
+                    for lane in self._rotation(group, i - 1):
+                        await self._turn(lane, i, turn, max_tokens)
         return self._finish(lanes)
+
+    async def _turn(self, lane: _Lane, index: int, turn: str, max_tokens: int) -> None:
+        """One multi-turn turn; the service arm keeps its history in the service."""
+        if lane.service is not None:
+            client, session = lane.service, f"{lane.tag}-multiturn-1"
+            _, reply = await self._request(
+                lane, [], index=index, agent=MULTITURN_AGENT, max_tokens=max_tokens, salt="",
+                predict=False,
+                send=lambda: client.chat(
+                    "Alice", message=turn, agent_type=MULTITURN_AGENT, session_id=session,
+                    max_tokens=max_tokens,
+                ),
+            )  # fmt: skip
+        else:
+            unique = lane.arm.unique_salt
+            _, reply = await self._request(
+                lane, self.multiturn_messages(lane.arm, lane.history, turn), index=index,
+                agent=MULTITURN_AGENT, max_tokens=max_tokens,
+                salt=f"{lane.salt}-{index}" if unique else lane.salt, predict=not unique,
+            )  # fmt: skip
+        lane.history += [
+            {"role": "user", "content": turn},
+            {"role": "assistant", "content": reply},
+        ]
 
     async def run_concurrent(
         self, arm: Arm, repeat: int, max_tokens: int, salt: str, sessions: int, per_session: int
@@ -523,6 +644,15 @@ class Benchmark:
 
         async def session(number: int, steps: list[Step]) -> None:
             for i, step in enumerate(steps, 1):
+                if arm.via_service:  # each request its own session, as the direct arms
+                    send = self._service_step(
+                        lane, step, i, steps, max_tokens, session_suffix=f"-{i}"
+                    )
+                    await self._request(
+                        lane, [], index=i, agent=step.agent_type, max_tokens=max_tokens,
+                        salt="", predict=False, session=number, send=send,
+                    )  # fmt: skip
+                    continue
                 await self._request(
                     lane, self.messages(arm, step), index=i, agent=step.agent_type,
                     max_tokens=max_tokens,
@@ -530,9 +660,10 @@ class Benchmark:
                     predict=False, session=number,
                 )  # fmt: skip
 
-        started = time.perf_counter()
-        await asyncio.gather(*(session(n, steps) for n, steps in enumerate(plan)))
-        wall = time.perf_counter() - started
+        async with self._service_for([lane]):
+            started = time.perf_counter()
+            await asyncio.gather(*(session(n, steps) for n, steps in enumerate(plan)))
+            wall = time.perf_counter() - started
         [run] = lane.runs(wall_time=wall)
         self.runs.append(run)
         self._lanes = []

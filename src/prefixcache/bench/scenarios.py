@@ -26,6 +26,9 @@ class Layout(StrEnum):
     APPEND_ONLY = "append-only"
     #: the guide's reference implementation (see ``prompts/reference.py``).
     REFERENCE = "reference"
+    #: through a real ``prefixcache serve`` over HTTP: the service builds the prompt
+    #: (``bench/service.py``)
+    SERVICE = "service"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class Arm:
     aligned: str = ""
     #: the next step's agent prefix is prefetched in the background after each step
     prefetch: bool = False
+
+    @property
+    def via_service(self) -> bool:
+        return self.layout is Layout.SERVICE
 
     @property
     def reuses(self) -> bool:
@@ -68,6 +75,10 @@ PREFETCH = Arm(
     prefetch=True,
 )  # fmt: skip
 WARMED = Arm("warmed", Layout.OPTIMIZED, "optimized, agents' prefixes warmed first", warm=True)
+SERVICE = Arm(
+    "service", Layout.SERVICE,
+    "prefixcache serve as shipped, over HTTP (/chat streamed; the workflow by /tasks)",
+)  # fmt: skip
 MT_NO_REUSE = Arm(
     "no-reuse", Layout.APPEND_ONLY, "append-only, unique cache_salt per request", unique_salt=True
 )
@@ -79,7 +90,7 @@ APPEND_ONLY = Arm("append-only", Layout.APPEND_ONLY, "fixed system prompt, turns
 #: every arm name, in report order
 ARM_NAMES: tuple[str, ...] = (
     "no-reuse", "naive", "reference", "optimized", "aligned", "prefetch", "warmed",
-    "guide-layout", "append-only",
+    "guide-layout", "append-only", "service",
 )  # fmt: skip
 #: what `prefixcache bench` runs when no --arms are given (prefetch needs --tool-time to
 #: have idle time to fill, so it is asked for by name)
@@ -90,6 +101,7 @@ class Kind(StrEnum):
     SEQUENTIAL = "sequential"  # steps one after another, arms interleaved step by step
     MULTITURN = "multiturn"  # one conversation, arms interleaved turn by turn
     CONCURRENT = "concurrent"  # sessions at once; arms one after another
+    APPS = "apps"  # apps nobody rewrote, through the gateway's stabilizer (unmodified.py)
 
 
 @dataclass(frozen=True)
@@ -369,7 +381,7 @@ def concurrent_steps(sessions: int, requests_per_session: int) -> list[list[Step
     return out
 
 
-SEQUENTIAL_ARMS = (NO_REUSE, NAIVE, REFERENCE, OPTIMIZED, ALIGNED, PREFETCH, WARMED)
+SEQUENTIAL_ARMS = (NO_REUSE, NAIVE, REFERENCE, OPTIMIZED, ALIGNED, PREFETCH, WARMED, SERVICE)
 
 SCENARIO_LIST: tuple[Scenario, ...] = (
     Scenario(
@@ -397,13 +409,19 @@ SCENARIO_LIST: tuple[Scenario, ...] = (
         "multiturn",
         "4. Multi-turn session, one agent, 8 turns",
         Kind.MULTITURN,
-        (MT_NO_REUSE, GUIDE_LAYOUT, APPEND_ONLY),
+        (MT_NO_REUSE, GUIDE_LAYOUT, APPEND_ONLY, SERVICE),
     ),
     Scenario(
         "concurrent",
         "5. Concurrent load",
         Kind.CONCURRENT,
-        (NO_REUSE, REFERENCE, OPTIMIZED, WARMED),
+        (NO_REUSE, REFERENCE, OPTIMIZED, WARMED, SERVICE),
+    ),
+    Scenario(
+        "unmodified-apps",
+        "6. Apps nobody rewrote, through the gateway's stabilizer",
+        Kind.APPS,
+        (),
     ),
 )
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in SCENARIO_LIST}

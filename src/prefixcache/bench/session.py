@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -18,9 +21,16 @@ from ..llm.interface import LLMInterface
 from ..llm.trace import TraceWriter
 from ..prompts.library import PromptLibrary
 from ..settings import ClientSettings
-from .report import environment, grids, print_report, run_status, save
+from .apps import static_text
+from .report import apps_grid, environment, grids, print_report, run_status, save
 from .results import ArmRun, as_dict
 from .runner import Benchmark, BenchmarkAborted, BenchSettings
+from .scenarios import DEFAULT_TOOLS, TOOLS, USERS
+from .service import ServiceLauncher
+from .unmodified import STABILIZE_TENANTS, TENANTS, AppsRun, run_apps
+
+#: where the progress bar cannot be drawn (not a terminal), a line every this many requests
+PLAIN_EVERY = 10
 
 
 @dataclass
@@ -69,12 +79,25 @@ class BenchSession:
                 kv_blocks=stats.num_blocks,
             )  # fmt: skip
             runs, interrupted = self._run(cfg, inspector, stats.block_size, settings)
+        apps: AppsRun | None = None
+        if interrupted is None and "unmodified-apps" in self.scenarios:
+            apps = self._run_apps(cfg)
         status = run_status(runs, settings, interrupted)
+        if apps is not None:
+            failed = sum(1 for r in apps.results if not r.success)
+            status["text"] += f"; unmodified apps: {len(apps.results)} requests, {failed} failed"
+            status["complete"] = bool(status["complete"]) and failed == 0
         env["status"] = status
-        if runs:
-            all_grids = grids(runs, self.library.tiers, settings)
+        if runs or apps is not None:
+            all_grids = grids(runs, self.library.tiers, settings) if runs else []
+            if apps is not None:
+                first = 1 if all_grids and all_grids[0].title.startswith("Through") else 0
+                all_grids.insert(first, apps_grid(apps))
             print_report(self.console, all_grids)
             paths = save(self.out, env, runs, all_grids)
+            if apps is not None:
+                paths.append(self.out / "apps.json")
+                paths[-1].write_text(json.dumps(apps.to_json(), indent=2) + "\n")
             self.console.print(f"report: {paths[1]}")
             for path in paths:
                 self.console.print(f"  {path}")
@@ -91,19 +114,38 @@ class BenchSession:
     ) -> tuple[list[ArmRun], str | None]:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, TimeElapsedColumn(), console=self.progress_console) as progress:
-            task = progress.add_task("benchmark", total=settings.planned_requests())
+            total = settings.planned_requests()
+            task = progress.add_task("benchmark", total=total)
+            plain = not self.progress_console.is_terminal  # CI, a pipe, `make demo > log`
+            sent = [0]
+            began = time.monotonic()
 
             def tick(message: str) -> None:
                 progress.update(task, advance=1, description=message)
+                sent[0] += 1
+                if plain and (sent[0] % PLAIN_EVERY == 0 or sent[0] == total):
+                    self.progress_console.print(
+                        f"[{sent[0]}/{total}] {message} ({time.monotonic() - began:.0f} s)",
+                        highlight=False,
+                    )
 
             holder: list[Benchmark] = []
+
+            def note(message: str) -> None:
+                progress.update(task, description=message)
+                self.progress_console.print(f"[dim]{message}[/dim]")
+
+            services = ServiceLauncher(
+                self.library.settings, cfg.url, self.out / "service", USERS, TOOLS,
+                DEFAULT_TOOLS, progress=note,
+            )  # fmt: skip
 
             async def go() -> list[ArmRun]:
                 with TraceWriter(self.out / "trace.jsonl") as trace:
                     async with LLMInterface(cfg) as llm:
                         runner = Benchmark(
                             llm, inspector, self.library, block_size, on_request=tick,
-                            abort_after=settings.abort_after, trace=trace,
+                            abort_after=settings.abort_after, trace=trace, services=services,
                         )  # fmt: skip
                         holder.append(runner)
                         return await runner.run(settings)
@@ -120,6 +162,41 @@ class BenchSession:
                 self._save_partial(runs, settings, reason)
                 raise
         return (holder[0].snapshot() if holder else []), reason
+
+    def _run_apps(self, cfg: ClientSettings) -> AppsRun:
+        """Scenario 6: the unmodified apps, through a service with three gateway
+        tenants (stabilizer off, shadow, on) and straight to the engine."""
+        count = [0]
+        began = time.monotonic()
+
+        def note(message: str) -> None:
+            self.progress_console.print(f"[dim]{message}[/dim]")
+
+        def tick(message: str) -> None:
+            count[0] += 1
+            if count[0] % PLAIN_EVERY == 0:
+                self.progress_console.print(
+                    f"[{count[0]}] {message} ({time.monotonic() - began:.0f} s)", highlight=False
+                )
+
+        launcher = ServiceLauncher(
+            self.library.settings, cfg.url, self.out / "apps-service", (), TOOLS, DEFAULT_TOOLS,
+            progress=note, tenants=tuple(TENANTS.values()),
+            service={
+                "stabilize": {"mode": "off", "tenants": STABILIZE_TENANTS},
+                "warm": {"enabled": False},  # the apps use no agent prompt to warm
+            },
+        )  # fmt: skip
+
+        async def go() -> AppsRun:
+            async with launcher.start() as handle, httpx.AsyncClient(timeout=300) as http:
+                return await run_apps(
+                    http, engine_url=cfg.url, model=cfg.model_name(), service=handle,
+                    static=static_text(self.library), salt=f"apps-{uuid.uuid4().hex[:8]}",
+                    on_request=tick,
+                )  # fmt: skip
+
+        return asyncio.run(go())
 
     def _save_partial(self, runs: list[ArmRun], settings: BenchSettings, reason: str) -> None:
         """On SIGTERM there is no time for the report's tables: keep the rows."""

@@ -34,6 +34,7 @@ from .protocol import (
     TaskRequest,
     TaskResponse,
 )
+from .stabilizer import STABILIZE_HEADER, STABILIZED_HEADER
 from .state import ServiceState
 from .stats import tenant_stats
 from .streaming import GuardedStreamingResponse
@@ -229,10 +230,13 @@ async def gateway_chat(
     x_agent_type: Annotated[str | None, Header(alias=AGENT_HEADER)] = None,
     x_session_id: Annotated[str | None, Header(alias=SESSION_HEADER)] = None,
     x_next_agent: Annotated[str | None, Header(alias=NEXT_AGENT_HEADER)] = None,
+    x_stabilize: Annotated[str | None, Header(alias=STABILIZE_HEADER)] = None,
 ) -> Any:
     """vLLM's chat completions for the fields on the gateway's allowlist, with the
     tenant's cache salt; the answer unchanged. ``X-Next-Agent: a,b`` prefills those
-    agents' prefixes for the caller after the answer."""
+    agents' prefixes for the caller after the answer. ``X-Prefixcache-Stabilize:
+    off|shadow|on`` lowers the tenant's stabilizer mode for this request; a rewritten
+    request's answer carries ``X-Prefixcache-Stabilized: lines=N; tools=...``."""
     body = parse_json(await request.body())
     gateway = Gateway(state, convos)
     agent = header_value(AGENT_HEADER, x_agent_type, NAME_PATTERN)
@@ -241,7 +245,8 @@ async def gateway_chat(
         [a.strip() for a in x_next_agent.split(",") if a.strip()] if x_next_agent else None
     )
     routed = f"{caller.tenant}/{session}" if session else None
-    upstream, asked_usage = gateway.prepare(caller, body)
+    upstream, asked_usage, note = gateway.prepare(caller, body, x_stabilize, agent)
+    stabilized = {STABILIZED_HEADER: note.rewrite.header()} if note and note.applied else {}
     release = await state.admission.acquire(caller.key_id, caller.tenant)
     try:
         if upstream.get("stream"):
@@ -252,22 +257,31 @@ async def gateway_chat(
                 release()
                 return Response(content, status_code=answer.status_code,
                                 media_type=answer.headers.get("content-type"))  # fmt: skip
-            stream = gateway.relay(caller, body, agent, answer, asked_usage)
+            stream = gateway.relay(caller, body, agent, answer, asked_usage, note)
 
             async def close() -> None:  # however the response ended (or never began)
                 release()
                 await answer.aclose()
                 convos.prefetch(caller, upcoming, routed)
 
-            return GuardedStreamingResponse(stream, media_type="text/event-stream", on_close=close)
-        status, content, headers = await gateway.complete(caller, body, upstream, agent, session)
+            return GuardedStreamingResponse(
+                stream, media_type="text/event-stream", on_close=close, headers=stabilized
+            )
+        status, content, headers = await gateway.complete(
+            caller, body, upstream, agent, session, note
+        )
     except BaseException:
         release()
         raise
     release()
     if status < 400:
         convos.prefetch(caller, upcoming, routed)
-    return Response(content, status_code=status, media_type=headers["content-type"])
+    return Response(
+        content,
+        status_code=status,
+        media_type=headers["content-type"],
+        headers=stabilized if status < 400 else None,
+    )
 
 
 @router.get("/v1/models", tags=["gateway"])

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient
@@ -50,6 +50,7 @@ def figures(response: LLMResponse) -> CacheFigures:
         hit_rate=response.cache_hit_rate,
         ttft=response.ttft,
         processing_time=response.processing_time,
+        completion_tokens=response.usage["completion_tokens"],
     )
 
 
@@ -235,7 +236,7 @@ class Conversations:
     async def record(
         self, principal: Principal, endpoint: str, agent: str, tier: str,
         response: LLMResponse, messages: Sequence[Message] | None = None,
-        session_key: str | None = None,
+        session_key: str | None = None, extra: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         prompt = json.dumps(list(messages), ensure_ascii=False) if (
             messages is not None and self.service.record_prompts
@@ -246,7 +247,7 @@ class Conversations:
                 agent_type=agent, tier=tier, model=response.served_model,
                 prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
                 ttft=response.ttft, processing_time=response.processing_time, prompt=prompt,
-                session_id=session_key,
+                session_id=session_key, **(extra or {}),
             )
         )  # fmt: skip
 
@@ -320,19 +321,22 @@ class Conversations:
         response: LLMResponse | None = None,
         error: str | None = None,
     ) -> None:
-        """Mark the user's turn and write the assistant's (if any), in one commit."""
+        """Mark the user's turn and write the assistant's (if any), in one commit (one
+        UPDATE, no read first). A session deleted meanwhile gets no reply row."""
+        values: dict[str, Any] = {"status": user_status, "instance_id": None}
+        if user_status is TurnStatus.FAILED:
+            values["error"] = error
+        if response is not None:
+            values.update(
+                prompt_tokens=response.prompt_tokens,
+                cached_tokens=response.cached_tokens,
+                ttft=response.ttft,
+            )
         async with self.state.sessions() as db:
-            turn = await db.get(MessageRow, prepared.user_turn_id)
-            assert turn is not None
-            turn.status = user_status
-            turn.instance_id = None
-            if user_status is TurnStatus.FAILED:
-                turn.error = error
-            if response is not None:
-                turn.prompt_tokens = response.prompt_tokens
-                turn.cached_tokens = response.cached_tokens
-                turn.ttft = response.ttft
-            if reply is not None:
+            marked = await db.execute(
+                update(MessageRow).where(MessageRow.id == prepared.user_turn_id).values(**values)
+            )
+            if getattr(marked, "rowcount", 1) and reply is not None:
                 db.add(
                     MessageRow(
                         session_id=prepared.session_key, role="assistant", content=reply,
@@ -521,7 +525,7 @@ class Conversations:
         await self.record(principal, "tasks", agent, tier, response, messages, key)
         upcoming = plan[step + 1 : step + 2] if plan is not None else []
         self.prefetch(principal, hinted or upcoming, key)
-        return await self.get_task(principal, task.id)
+        return await self.get_task(principal, task.id)  # the same answer as GET /tasks/{id}
 
     async def _finish_task(
         self, task_id: str, response: LLMResponse | None, error: str | None
@@ -538,6 +542,8 @@ class Conversations:
                 task.prompt_tokens = response.prompt_tokens
                 task.cached_tokens = response.cached_tokens
                 task.ttft = response.ttft
+                task.processing_time = response.processing_time
+                task.completion_tokens = response.usage["completion_tokens"]
             await db.commit()
 
     async def get_task(self, principal: Principal, task_id: str) -> TaskResponse:
@@ -550,6 +556,8 @@ class Conversations:
                 cache = CacheFigures(
                     prompt_tokens=task.prompt_tokens, cached_tokens=task.cached_tokens,
                     hit_rate=hit_rate(task.cached_tokens, task.prompt_tokens), ttft=task.ttft,
+                    processing_time=task.processing_time,
+                    completion_tokens=task.completion_tokens,
                 )  # fmt: skip
             return TaskResponse(
                 id=task.id, session_id=public_session_id(task.session_id),

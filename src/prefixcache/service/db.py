@@ -163,6 +163,9 @@ class Task(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(nullable=True)
     cached_tokens: Mapped[int | None] = mapped_column(nullable=True)
     ttft: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the engine request's whole time and its output tokens (the task's cache figures)
+    processing_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     #: a running task: the instance waiting for its result
@@ -197,6 +200,18 @@ class CacheRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     #: the session of a /chat or /tasks request (deleted with it)
     session_id: Mapped[str | None] = mapped_column(String(SESSION_KEY_LEN), nullable=True)
+    #: gateway requests, the stabilizer (``service/stabilizer.py``): the mode applied,
+    #: the request's family, whether it was rewritten and what moved (line shapes as a
+    #: JSON list, never the text), and the cached tokens predicted (block-exact, from the
+    #: engine's tokenizer) for the prompt as the caller wrote it and as stabilized
+    stabilize: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    family: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    rewritten: Mapped[bool | None] = mapped_column(nullable=True)
+    moved_lines: Mapped[int | None] = mapped_column(nullable=True)
+    tools_sorted: Mapped[bool | None] = mapped_column(nullable=True)
+    moved_shapes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    predicted_original: Mapped[int | None] = mapped_column(nullable=True)
+    predicted_stabilized: Mapped[int | None] = mapped_column(nullable=True)
 
     __table_args__ = (
         # /stats and the dashboard: sums per group and percentiles in ttft order, read
@@ -204,6 +219,7 @@ class CacheRecord(Base):
         Index("ix_cache_records_tenant_agent_ttft", *figures_index("agent_type")),
         Index("ix_cache_records_tenant_tier_ttft", *figures_index("tier")),
         Index("ix_cache_records_session", "session_id"),
+        Index("ix_cache_records_tenant_family", "tenant_id", "family"),
     )
 
 
@@ -268,9 +284,11 @@ def prepare_sqlite_file(url: str) -> Path | None:
 
 def create_engine(url: str) -> AsyncEngine:
     """The async engine. Bound parameters (message text, keys' hashes) are never put into
-    error messages or logs (``hide_parameters``)."""
+    error messages or logs (``hide_parameters``). A server database's connections are
+    checked before use (a restarted PostgreSQL); a SQLite file's need no such round trip
+    (four per ``/chat``)."""
     path = prepare_sqlite_file(url)
-    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    engine = create_async_engine(url, pool_pre_ping=path is None, hide_parameters=True)
     if path is not None:
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -25,6 +25,20 @@ def salt_label(record: CacheRecord, isolation: str) -> str | None:
     return record.user_id if isolation == "user" else record.tenant_id
 
 
+def labels_of(row: CacheRecord) -> dict[str, str]:
+    """The record's labels; a gateway request the stabilizer saw also carries its mode and
+    family, and a rewritten one what moved (the messages are the ones sent upstream)."""
+    labels = {"tenant": row.tenant_id, "endpoint": row.endpoint, "tier": row.tier}
+    if row.stabilize:
+        labels["stabilize"] = row.stabilize
+    if row.family:
+        labels["family"] = row.family
+    if row.rewritten:
+        tools = "sorted" if row.tools_sorted else "unchanged"
+        labels["stabilized"] = f"lines={row.moved_lines or 0}; tools={tools}"
+    return labels
+
+
 def to_trace(rows: Sequence[CacheRecord], isolation: str) -> list[TraceRecord]:
     out = []
     for row in rows:
@@ -36,7 +50,7 @@ def to_trace(rows: Sequence[CacheRecord], isolation: str) -> list[TraceRecord]:
                 cache_salt=salt_label(row, isolation), agent=row.agent_type,
                 time=row.created_at.timestamp(), prompt_tokens=row.prompt_tokens,
                 cached_tokens=row.cached_tokens, ttft=row.ttft,
-                labels={"tenant": row.tenant_id, "endpoint": row.endpoint, "tier": row.tier},
+                labels=labels_of(row),
                 line=row.id,  # the record's id (not written to a file)
             )
         )  # fmt: skip

@@ -28,6 +28,7 @@ from .auth import Principal
 from .conversations import Conversations
 from .errors import RETRY_AFTER_S
 from .gateway_contract import GatewayContract
+from .stabilizer import Stabilized
 from .state import ServiceState
 
 AGENT_HEADER = "x-agent-type"
@@ -88,10 +89,20 @@ class Gateway:
                 headers[SESSION_HEADER] = routing
         return headers
 
-    def prepare(self, principal: Principal, body: Any) -> tuple[dict[str, Any], bool]:
-        """The body sent upstream (only the allowlisted fields, checked; the tenant's
-        salt), and whether the caller asked for the usage chunk."""
+    def prepare(
+        self,
+        principal: Principal,
+        body: Any,
+        stabilize: str | None = None,
+        agent: str | None = None,
+    ) -> tuple[dict[str, Any], bool, Stabilized | None]:
+        """The body sent upstream (only the allowlisted fields, checked; stabilized when
+        the tenant's mode is ``on``; the tenant's salt), whether the caller asked for the
+        usage chunk, and what the stabilizer learned."""
         out = self.contract.check(body)
+        note: Stabilized | None = None
+        if self.state.stabilizer is not None:
+            out, note = self.state.stabilizer.apply(principal, out, stabilize, agent)
         salt = self.state.salt_for(principal)
         if salt is not None:
             out["cache_salt"] = salt
@@ -101,7 +112,7 @@ class Gateway:
             asked_usage = options.get("include_usage") is True
             options["include_usage"] = True
             out["stream_options"] = options
-        return out, asked_usage
+        return out, asked_usage, note
 
     async def models(self) -> httpx.Response:
         with upstream_errors(self.state.vllm_url):
@@ -114,6 +125,7 @@ class Gateway:
         upstream: dict[str, Any],
         agent_header: str | None,
         session: str | None = None,
+        note: Stabilized | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:
         """A non-streaming request: vLLM's status, body and content type, unchanged."""
         started = time.perf_counter()
@@ -134,7 +146,10 @@ class Gateway:
                 data = answer.json()
                 usage = data.get("usage") or {}
                 response = _record_response(data.get("model"), upstream, usage, None, elapsed)
-                await self._record(principal, body, agent_header, response)
+                if note is None:
+                    await self._record(principal, body, agent_header, response)
+                else:  # the predictions ask the engine's tokenizer: after the response
+                    self.state.later(self._record(principal, body, agent_header, response, note))
             except (ValueError, AttributeError, TypeError):
                 pass  # an answer we cannot read is still passed on unchanged
         content_type = answer.headers.get("content-type", "application/json")
@@ -160,6 +175,7 @@ class Gateway:
         agent_header: str | None,
         answer: httpx.Response,
         asked_usage: bool,
+        note: Stabilized | None = None,
     ) -> AsyncIterator[bytes]:
         """The stream, passed through line by line; its usage chunk read on the way.
 
@@ -213,20 +229,38 @@ class Gateway:
                 response = _record_response(
                     model, body, usage or {}, ttft, time.perf_counter() - started
                 )
-                self.state.later(self._record(principal, body, agent_header, response))
+                self.state.later(self._record(principal, body, agent_header, response, note))
             if failure is not None:
                 logger.warning("gateway stream for %s ended early: %s", principal.tenant, failure)
 
     async def _record(
         self, principal: Principal, body: Mapping[str, Any], agent_header: str | None,
-        response: LLMResponse,
+        response: LLMResponse, note: Stabilized | None = None,
     ) -> None:  # fmt: skip
+        """The request's figures (and, from the stabilizer, its family, what moved and
+        the cached tokens predicted with and without the rewrite). The prompt kept (with
+        ``record_prompts``) is the one sent upstream: the rewrite, when there was one."""
         agent = agent_label(body, agent_header)
         tiers = self.state.library.tiers
         tier = tiers.profile(agent).tier.value if agent in tiers.agents() else "unknown"
         self.state.recorder.record(response, agent_type=agent if tier != "unknown" else None)
+        sent = note.rewrite.messages if note is not None and note.applied else body.get("messages")
+        extra: dict[str, Any] = {}
+        if note is not None and self.state.stabilizer is not None:
+            original, stabilized = await self.state.stabilizer.predict(
+                note, self.state.salt_for(principal)
+            )
+            plan = note.rewrite.plan
+            extra = {
+                "stabilize": note.mode, "family": note.rewrite.family[:200],
+                "rewritten": note.applied,
+                "moved_lines": plan.moves if plan is not None else 0,
+                "tools_sorted": bool(plan is not None and plan.sort_tools),
+                "moved_shapes": note.shapes_json(),
+                "predicted_original": original, "predicted_stabilized": stabilized,
+            }  # fmt: skip
         await self.conversations.record(
-            principal, "gateway", agent, tier, response, body.get("messages")
+            principal, "gateway", agent, tier, response, sent, extra=extra
         )
 
 

@@ -52,7 +52,10 @@ class CacheFigures(BaseModel):
     cached_tokens: int | None
     hit_rate: float | None
     ttft: float | None
+    #: the engine request's whole time as the service measured it (the service's own
+    #: time is the client's time minus this)
     processing_time: float | None = None
+    completion_tokens: int | None = None
 
 
 class ChatRequest(_Strict):
@@ -146,12 +149,31 @@ class GroupStats(BaseModel):
     versus_expected: str = "n/a"
 
 
+class FamilyStats(BaseModel):
+    """The stabilizer's view of one request family of the gateway (``docs/stabilize.md``)."""
+
+    family: str
+    requests: int
+    #: requests sent rewritten (mode ``on``)
+    rewritten: int
+    #: measured: cached / prompt tokens of what was sent
+    hit_rate: float | None
+    #: predicted (block-exact, the engine's tokenizer) for the prompts as written...
+    predicted_hit_rate: float | None
+    #: ... and as stabilized: what ``on`` would measure
+    stabilized_hit_rate: float | None
+    #: the shapes of the lines that move (numbers and ids masked; never other text)
+    moves: list[str]
+
+
 class StatsResponse(BaseModel):
     tenant: str
     requests: int
     hit_rate: float | None
     by_agent: list[GroupStats]
     by_tier: list[GroupStats]
+    #: gateway request families seen by the stabilizer (shadow or on)
+    families: list[FamilyStats] = Field(default_factory=list)
 
 
 class ReadyResponse(BaseModel):

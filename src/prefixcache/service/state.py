@@ -38,6 +38,7 @@ from .db import (
 )
 from .isolation import cache_salt, load_or_create_secret
 from .ratelimit import SharedRateLimiter
+from .stabilizer import GatewayStabilizer
 from .warmup import Warmer
 
 logger = logging.getLogger("prefixcache.service")
@@ -77,6 +78,8 @@ class ServiceState:
     warmer: Warmer | None = None
     #: monotonic time of the last removal of expired text (0: never)
     pruned_at: float = 0.0
+    #: the gateway's stabilizer (learned families, predictions)
+    stabilizer: GatewayStabilizer | None = None
 
     def add_record(self, record: CacheRecord) -> None:
         """Queue a cache record; a writer commits the queue every RECORD_FLUSH_S."""
@@ -233,6 +236,7 @@ def build_state(settings: Settings) -> ServiceState:
         per_key=service.max_concurrent_per_key, per_tenant=service.tenant_limit(),
         inflight=service.max_inflight, queue_timeout_s=service.queue_timeout_s,
     )  # fmt: skip
+    http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256))
     return ServiceState(
         settings=settings,
         library=library,
@@ -243,5 +247,6 @@ def build_state(settings: Settings) -> ServiceState:
         limiter=SharedRateLimiter(service.rate_limit_per_minute),
         admission=Admission(limits, recorder.registry),
         recorder=recorder,
-        http=httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256)),
+        http=http,
+        stabilizer=GatewayStabilizer(service.stabilize, http, cfg.url, cfg.model_name()),
     )

@@ -9,17 +9,18 @@ counts and sums, then per group the two rows each of p50 and p95 interpolates be
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Integer, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..llm.models import hit_rate
 from ..prompts.tiers import AgentTierMap, parse_hit_range
 from .db import CacheRecord
-from .protocol import GroupStats, StatsResponse
+from .protocol import FamilyStats, GroupStats, StatsResponse
 from .state import ServiceState
 
 
@@ -131,9 +132,56 @@ def summarize(
     )
 
 
+async def family_figures(db: AsyncSession, tenant: str, limit: int = 50) -> list[FamilyStats]:
+    """Per gateway family the stabilizer saw: measured and predicted hit rates (one
+    GROUP BY on the (tenant, family) index), and what moves in its latest request that
+    moved anything."""
+    r = CacheRecord
+    predicted = r.predicted_original.is_not(None)
+    rows = (
+        await db.execute(
+            select(
+                r.family, func.count(), func.coalesce(func.sum(r.prompt_tokens), 0),
+                func.sum(r.cached_tokens), func.count(r.cached_tokens),
+                func.sum(func.cast(r.rewritten, Integer)),
+                func.sum(r.predicted_original), func.sum(r.predicted_stabilized),
+                func.coalesce(func.sum(case((predicted, r.prompt_tokens), else_=0)), 0),
+                func.max(case((r.moved_shapes.is_not(None), r.id))),
+            )
+            .where(r.tenant_id == tenant, r.family.is_not(None))
+            .group_by(r.family)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+    ).all()  # fmt: skip
+    shapes_of: dict[int, list[str]] = {}
+    latest = [row[9] for row in rows if row[9] is not None]
+    if latest:
+        found = await db.execute(select(r.id, r.moved_shapes).where(r.id.in_(latest)))
+        shapes_of = {i: json.loads(text) for i, text in found if text}
+    out = []
+    for family, n, prompt, cached, known, rewritten, p_orig, p_stab, p_prompt, last in rows:
+        out.append(
+            FamilyStats(
+                family=family, requests=int(n), rewritten=int(rewritten or 0),
+                hit_rate=hit_rate(int(cached or 0) if known == n else None, int(prompt)),
+                predicted_hit_rate=hit_rate(
+                    None if p_orig is None else int(p_orig), int(p_prompt)
+                ),
+                stabilized_hit_rate=hit_rate(
+                    None if p_stab is None else int(p_stab), int(p_prompt)
+                ),
+                moves=shapes_of.get(last, []) if last is not None else [],
+            )
+        )  # fmt: skip
+    return out
+
+
 async def tenant_stats(state: ServiceState, tenant: str) -> StatsResponse:
     mine = CacheRecord.tenant_id == tenant
     async with state.sessions() as db:
         by_agent = await group_figures(db, CacheRecord.agent_type, mine)
         by_tier = await group_figures(db, CacheRecord.tier, mine)
-    return summarize(tenant, by_agent, by_tier, state.library.tiers)
+        families = await family_figures(db, tenant)
+    out = summarize(tenant, by_agent, by_tier, state.library.tiers)
+    return out.model_copy(update={"families": families})

@@ -32,7 +32,7 @@ from ..db import CacheRecord, utcnow
 from ..export import to_trace
 from ..protocol import StatsResponse
 from ..state import ServiceState
-from ..stats import group_figures, summarize
+from ..stats import family_figures, group_figures, summarize
 
 #: recorded prompts explained per page view (the latest ones)
 BREAK_WINDOW = 200
@@ -174,6 +174,7 @@ async def gather(
     async with state.sessions() as db:
         by_agent = await group_figures(db, CacheRecord.agent_type, mine)
         by_tier = await group_figures(db, CacheRecord.tier, mine)
+        families = await family_figures(db, tenant)
         recent = (
             await db.execute(
                 select(CacheRecord.created_at, CacheRecord.ttft)
@@ -190,7 +191,9 @@ async def gather(
                 await db.execute(prompts.order_by(CacheRecord.id.desc()).limit(BREAK_WINDOW))
             ).scalars()
         )[::-1]
-    stats = summarize(tenant, by_agent, by_tier, state.library.tiers)
+    stats = summarize(tenant, by_agent, by_tier, state.library.tiers).model_copy(
+        update={"families": families}
+    )
     router, replicas = False, list[ReplicaFigures]()
     if viewer.admin:
         router, replicas = await replica_figures(state.http, state.vllm_url)

@@ -16,7 +16,7 @@ from ...analysis.explain import Break
 from ...analysis.render import pct, snippet
 from ...errors import ConfigError
 from ...prompts.tiers import parse_hit_range
-from ..protocol import GroupStats
+from ..protocol import FamilyStats, GroupStats
 from .data import DashboardData, ReplicaFigures, TtftPoint
 
 CSS = """
@@ -195,6 +195,34 @@ def breaks_html(data: DashboardData) -> str:
     return "".join(out) + note
 
 
+def family_table(families: Sequence[FamilyStats]) -> str:
+    """The stabilizer's families: measured, predicted as written and as stabilized, and
+    the shapes of what moves."""
+    if not families:
+        return (
+            '<p class="muted">No gateway request families yet (service.stabilize is off, '
+            "or no request came through /v1).</p>"
+        )
+    rows = []
+    for f in families:
+        moves = ", ".join(f.moves[:4]) + (" …" if len(f.moves) > 4 else "") or "-"
+        rows.append(
+            f'<tr class="family" data-key="{escape(f.family)}">'
+            f"<td>{escape(f.family)}</td>"
+            f'<td class="requests" data-value="{f.requests}">{f.requests}</td>'
+            f'<td class="hit-rate" data-value="{_raw(f.hit_rate)}">{pct(f.hit_rate)}</td>'
+            f'<td class="predicted" data-value="{_raw(f.predicted_hit_rate)}">'
+            f"{pct(f.predicted_hit_rate)}</td>"
+            f'<td class="stabilized" data-value="{_raw(f.stabilized_hit_rate)}">'
+            f"{pct(f.stabilized_hit_rate)}</td>"
+            f'<td class="rewritten" data-value="{f.rewritten}">{f.rewritten}</td>'
+            f'<td class="moves">{escape(moves)}</td></tr>'
+        )
+    head = ("<tr><th>family</th><th>requests</th><th>hit rate</th><th>predicted as written"
+            "</th><th>predicted if stabilized</th><th>rewritten</th><th>what moves</th></tr>")  # fmt: skip
+    return f'<table id="family-table">{head}{"".join(rows)}</table>'
+
+
 def page(data: DashboardData, refresh: int) -> str:
     s = data.stats
     meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else ""
@@ -212,6 +240,9 @@ def page(data: DashboardData, refresh: int) -> str:
 <section class="wide"><h2>Hit rate per agent, against the tier's expected range</h2>{group_table("agent", s.by_agent)}</section>
 <section class="wide"><h2>Hit rate per tier</h2>{group_table("tier", s.by_tier)}
 <p class="note">Bars: measured hit rate (blue) over the expected range (green).</p></section>
+<section class="wide"><h2>Gateway families: the stabilizer</h2>{family_table(s.families)}
+<p class="note">Predicted block-exact with the engine's tokenizer; "if stabilized" is what
+service.stabilize: on would measure. What moves: line shapes, numbers and ids masked.</p></section>
 <section><h2>TTFT per minute (last hour)</h2>{ttft_chart(data.series)}</section>
 {replicas_section(data)}
 <section class="wide"><h2>Latest cache breaks</h2>{breaks_html(data)}</section>
