@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from ..llm.models import Message
 from ..llm.trace import TraceRecord
-from .explain import family_key, message_text
+from .explain import family_key
 
 Mode = Literal["off", "shadow", "on"]
 MODES: tuple[Mode, ...] = ("off", "shadow", "on")
@@ -201,9 +201,6 @@ class Stabilizer:
     def __len__(self) -> int:
         return len(self._families)
 
-    def family(self, messages: Sequence[Message], agent: str | None = None) -> str:
-        return family_key(messages, agent)
-
     def learn(
         self,
         scope: str,
@@ -213,7 +210,7 @@ class Stabilizer:
     ) -> tuple[str, Plan | None]:
         """Record this request under its family; the plan for it (None until the family
         has been seen twice)."""
-        name = self.family(messages, agent)
+        name = family_key(messages, agent)
         key = (scope, name)
         fam = self._families.get(key)
         if fam is None:
@@ -404,10 +401,6 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> set[int]:
         else:
             j += 1
     return keep
-
-
-def message_texts(messages: Sequence[Message]) -> list[str]:
-    return [message_text(m) for m in messages]
 
 
 @dataclass(frozen=True)

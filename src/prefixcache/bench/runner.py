@@ -518,7 +518,7 @@ class Benchmark:
         if lane.scenario == "workflow":
             first = index == 1
             # one caller runs the whole chain (a task chains only to its own user's tasks)
-            caller = steps[0].user_name if pass_no == 1 else steps[0].for_pass(pass_no).user_name
+            caller = steps[0].for_pass(pass_no).user_name
 
             async def task() -> ServiceReply:
                 reply = await client.task(

@@ -22,6 +22,7 @@ Only HTTP and the CLI cross this boundary: the benchmark never imports the servi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -174,8 +175,6 @@ class ServiceLauncher:
     @asynccontextmanager
     async def start(self) -> AsyncIterator[ServiceHandle]:
         """A fresh service on this engine, warmed up; stopped (by PID) on exit."""
-        import asyncio
-
         await asyncio.to_thread(self.make_keys)
         self.starts += 1
         port = free_port()
@@ -213,8 +212,6 @@ async def _wait(
     timeout: float,
     what: str,
 ) -> httpx.Response:
-    import asyncio
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -239,8 +236,6 @@ async def _wait_warm(
     http: httpx.AsyncClient, url: str, proc: subprocess.Popen[bytes], log: Path
 ) -> str:
     """Poll ``/ready`` until the warm-up has finished (or is off); its last text."""
-    import asyncio
-
     deadline = time.monotonic() + WARM_TIMEOUT_S
     while time.monotonic() < deadline:
         answer = await _wait(http, f"{url}/ready", proc, log, START_TIMEOUT_S, "get ready")
@@ -449,17 +444,20 @@ def _http_error(route: str, answer: httpx.Response) -> PrefixCacheError:
 
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` pairs of a server-sent event stream (the service's /chat)."""
+    """``(event, data)`` pairs of a server-sent event stream: the service's /chat, or an
+    OpenAI-style chat stream (its ``data: [DONE]`` terminator and comments skipped)."""
     event = "message"
     data: list[str] = []
     async for line in lines:
         if line == "":
-            if data:
-                yield event, json.loads("\n".join(data))
+            payload = "\n".join(data).strip()
+            if payload and payload != "[DONE]":
+                yield event, json.loads(payload)
             event, data = "message", []
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
-    if data:
-        yield event, json.loads("\n".join(data))
+    payload = "\n".join(data).strip()
+    if payload and payload != "[DONE]":
+        yield event, json.loads(payload)

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,26 @@ from .unmodified import STABILIZE_TENANTS, TENANTS, AppsRun, run_apps
 
 #: where the progress bar cannot be drawn (not a terminal), a line every this many requests
 PLAIN_EVERY = 10
+
+
+@dataclass
+class PlainLines:
+    """Progress as plain lines: one every ``PLAIN_EVERY`` requests, and at the last of
+    ``total`` when it is known."""
+
+    console: Console
+    total: int | None = None
+    sent: int = 0
+    began: float = field(default_factory=time.monotonic)
+
+    def tick(self, message: str) -> None:
+        self.sent += 1
+        if self.sent % PLAIN_EVERY == 0 or self.sent == self.total:
+            of = f"/{self.total}" if self.total is not None else ""
+            self.console.print(
+                f"[{self.sent}{of}] {message} ({time.monotonic() - self.began:.0f} s)",
+                highlight=False,
+            )
 
 
 @dataclass
@@ -117,17 +137,12 @@ class BenchSession:
             total = settings.planned_requests()
             task = progress.add_task("benchmark", total=total)
             plain = not self.progress_console.is_terminal  # CI, a pipe, `make demo > log`
-            sent = [0]
-            began = time.monotonic()
+            lines = PlainLines(self.progress_console, total)
 
             def tick(message: str) -> None:
                 progress.update(task, advance=1, description=message)
-                sent[0] += 1
-                if plain and (sent[0] % PLAIN_EVERY == 0 or sent[0] == total):
-                    self.progress_console.print(
-                        f"[{sent[0]}/{total}] {message} ({time.monotonic() - began:.0f} s)",
-                        highlight=False,
-                    )
+                if plain:
+                    lines.tick(message)
 
             holder: list[Benchmark] = []
 
@@ -166,18 +181,10 @@ class BenchSession:
     def _run_apps(self, cfg: ClientSettings) -> AppsRun:
         """Scenario 6: the unmodified apps, through a service with three gateway
         tenants (stabilizer off, shadow, on) and straight to the engine."""
-        count = [0]
-        began = time.monotonic()
+        lines = PlainLines(self.progress_console)
 
         def note(message: str) -> None:
             self.progress_console.print(f"[dim]{message}[/dim]")
-
-        def tick(message: str) -> None:
-            count[0] += 1
-            if count[0] % PLAIN_EVERY == 0:
-                self.progress_console.print(
-                    f"[{count[0]}] {message} ({time.monotonic() - began:.0f} s)", highlight=False
-                )
 
         launcher = ServiceLauncher(
             self.library.settings, cfg.url, self.out / "apps-service", (), TOOLS, DEFAULT_TOOLS,
@@ -193,7 +200,7 @@ class BenchSession:
                 return await run_apps(
                     http, engine_url=cfg.url, model=cfg.model_name(), service=handle,
                     static=static_text(self.library), salt=f"apps-{uuid.uuid4().hex[:8]}",
-                    on_request=tick,
+                    on_request=lines.tick,
                 )  # fmt: skip
 
         return asyncio.run(go())

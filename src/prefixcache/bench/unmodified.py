@@ -17,7 +17,6 @@ written) are read back from the service's ``/stats``, per family (the app's name
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ import httpx
 
 from ..llm.models import hit_rate
 from .apps import APPS, AppRequest, UnmodifiedApp
-from .service import ServiceHandle
+from .service import ServiceHandle, sse_events
 
 #: the arms, in report order
 ARMS = ("direct", "off", "shadow", "on", "hand-fixed")
@@ -91,10 +90,7 @@ async def _stream(
             text = (await answer.aread()).decode(errors="replace")[:300]
             raise RuntimeError(f"{url} answered {answer.status_code}: {text}")
         stabilized = answer.headers.get("x-prefixcache-stabilized")
-        async for line in answer.aiter_lines():
-            if not line.startswith("data:") or line[5:].strip() in ("", "[DONE]"):
-                continue
-            chunk = json.loads(line[5:])
+        async for _event, chunk in sse_events(answer.aiter_lines()):
             if ttft is None and chunk.get("choices"):
                 ttft = time.perf_counter() - started
             if chunk.get("usage"):

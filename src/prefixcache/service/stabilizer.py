@@ -109,8 +109,6 @@ class GatewayStabilizer:
         messages = body.get("messages")
         if mode == "off" or not isinstance(messages, list) or not messages:
             return body, None
-        if self.block_size is not None:
-            self.learner.min_gain_chars = self.block_size * CHARS_PER_TOKEN
         tools = body.get("tools") if isinstance(body.get("tools"), list) else None
         rewrite = self.learner.process(principal.tenant, messages, tools, agent)
         note = Stabilized(mode, rewrite, list(messages), tools)
@@ -140,6 +138,8 @@ class GatewayStabilizer:
                     break
             if size:
                 self.block_size = size
+                # a rewrite must gain at least one of this engine's blocks
+                self.learner.min_gain_chars = size * CHARS_PER_TOKEN
                 self.original = CacheModel(size)
                 self.stabilized = CacheModel(size)
         return self.block_size
