@@ -40,9 +40,16 @@ async def measure(url: str, key: str, n: int, tokens: int) -> list[float]:
     async with httpx.AsyncClient(timeout=300) as http:
         for i in range(n):
             started = time.perf_counter()
-            answer = await http.post(f"{url}/chat", headers={"Authorization": f"Bearer {key}"},
-                                     json={"message": f"Quick check {i}.", "session_id": "b-probe",
-                                           "agent_type": "code-reviewer", "max_tokens": tokens})  # fmt: skip
+            answer = await http.post(
+                f"{url}/chat",
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "message": f"Quick check {i}.",
+                    "session_id": "b-probe",
+                    "agent_type": "code-reviewer",
+                    "max_tokens": tokens,
+                },
+            )
             answer.raise_for_status()
             out.append(time.perf_counter() - started)
     return out
@@ -57,17 +64,26 @@ async def flood(
         async with httpx.AsyncClient(timeout=300) as http:
             turn = 0
             while not stop.is_set():
-                answer = await http.post(f"{url}/chat", headers={"Authorization": f"Bearer {key}"},
-                                         json={"message": f"Write a long essay, part {turn}.",
-                                               "session_id": f"flood-{n}", "max_tokens": tokens,
-                                               "agent_type": "frontend-engineer"})  # fmt: skip
+                answer = await http.post(
+                    f"{url}/chat",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={
+                        "message": f"Write a long essay, part {turn}.",
+                        "session_id": f"flood-{n}",
+                        "max_tokens": tokens,
+                        "agent_type": "frontend-engineer",
+                    },
+                )
                 codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
                 if answer.status_code == 429:
                     await asyncio.sleep(0.2)
                 turn += 1
 
-    tasks = [asyncio.create_task(one(k, i * per_key + j)) for i, k in enumerate(keys)
-             for j in range(per_key)]  # fmt: skip
+    tasks = [
+        asyncio.create_task(one(k, i * per_key + j))
+        for i, k in enumerate(keys)
+        for j in range(per_key)
+    ]
     await stop.wait()
     await asyncio.gather(*tasks)
     return codes
@@ -104,9 +120,14 @@ def main() -> None:
         for name, share in (("shared (tenant_share 1.0)", 1.0), ("fair (tenant_share 0.5)", 0.5)):
             folder = Path(tmp) / name.split()[0]
             folder.mkdir()
-            proc = ServiceProcess(folder, args.base_url, rate_limit_per_minute=0,
-                                  max_concurrent_per_key=args.per_key, max_inflight=args.max_inflight,
-                                  tenant_share=share)  # fmt: skip
+            proc = ServiceProcess(
+                folder,
+                args.base_url,
+                rate_limit_per_minute=0,
+                max_concurrent_per_key=args.per_key,
+                max_inflight=args.max_inflight,
+                tenant_share=share,
+            )
             keys = [proc.key("flooder", f"k{i}") for i in range(args.flood_keys)]
             b_key = proc.key("quiet", "b")
             proc.start()
@@ -115,18 +136,22 @@ def main() -> None:
             finally:
                 proc.stop()
             rows.append((name, alone, loaded, codes))
-    print(f"\nflood: {args.flood_keys} keys x {args.per_key} in flight, {args.flood_tokens} tokens "
-          f"each; max_inflight {args.max_inflight}; tenant B: {args.probes} sequential /chat, "
-          f"{args.probe_tokens} tokens")  # fmt: skip
+    print(
+        f"\nflood: {args.flood_keys} keys x {args.per_key} in flight, {args.flood_tokens} tokens "
+        f"each; max_inflight {args.max_inflight}; tenant B: {args.probes} sequential /chat, "
+        f"{args.probe_tokens} tokens"
+    )
     print(
         "| settings | B alone p50 / p95 s | B under flood p50 / p95 s | p50 ratio | flood answers |"
     )
     print("|---|---|---|---|---|")
     for name, alone, loaded, codes in rows:
         ratio = statistics.median(loaded) / statistics.median(alone)
-        print(f"| {name} | {statistics.median(alone):.3f} / {pct(alone, 95):.3f} | "
-              f"{statistics.median(loaded):.3f} / {pct(loaded, 95):.3f} | {ratio:.2f}x | "
-              f"{', '.join(f'{c}: {n}' for c, n in sorted(codes.items()))} |")  # fmt: skip
+        print(
+            f"| {name} | {statistics.median(alone):.3f} / {pct(alone, 95):.3f} | "
+            f"{statistics.median(loaded):.3f} / {pct(loaded, 95):.3f} | {ratio:.2f}x | "
+            f"{', '.join(f'{c}: {n}' for c, n in sorted(codes.items()))} |"
+        )
 
 
 if __name__ == "__main__":

@@ -76,16 +76,21 @@ def main() -> None:
             "model": model,
             "max_tokens": args.max_tokens,
             "messages": [
-                {"role": "system", "content": library.compose_prompt(
-                    agent_type=agents[i % len(agents)], session_id=f"g-{i % 7}").text},
+                {
+                    "role": "system",
+                    "content": library.compose_prompt(
+                        agent_type=agents[i % len(agents)], session_id=f"g-{i % 7}"
+                    ).text,
+                },
                 {"role": "user", "content": f"Task {i}: summarise the plan."},
             ],
         }
         for i in range(args.requests)
-    ]  # fmt: skip
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        service = ServiceProcess(Path(tmp), args.base_url, rate_limit_per_minute=0,
-                                 cache_isolation="shared")  # fmt: skip
+        service = ServiceProcess(
+            Path(tmp), args.base_url, rate_limit_per_minute=0, cache_isolation="shared"
+        )
         key = service.key("bench", "gateway")
         service.start()
         try:
@@ -114,16 +119,24 @@ def main() -> None:
     added_p50 = (statistics.median(gateway) - statistics.median(direct)) * 1000
     added_p95 = (percentile(gateway, 95) - percentile(direct, 95)) * 1000
     ratio = (n / walls["gateway"]) / (n / walls["direct"])
-    print(f"gateway overhead, {n} requests per path, concurrency {args.concurrency}, "
-          f"max_tokens {args.max_tokens}, {args.rounds} interleaved rounds")  # fmt: skip
+    print(
+        f"gateway overhead, {n} requests per path, concurrency {args.concurrency}, "
+        f"max_tokens {args.max_tokens}, {args.rounds} interleaved rounds"
+    )
     print(f"{'path':<8} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7}")
     for name, values in (("direct", direct), ("gateway", gateway)):
-        print(f"{name:<8} {statistics.median(values) * 1000:>8.1f} "
-              f"{percentile(values, 95) * 1000:>8.1f} {n / walls[name]:>7.2f}")  # fmt: skip
-    print(f"added latency: p50 {added_p50:+.1f} ms, p95 {added_p95:+.1f} ms "
-          f"(target: at most 5 ms at p50: {'met' if added_p50 <= 5 else 'NOT met'})")  # fmt: skip
-    print(f"throughput through the gateway: {ratio:.1%} of direct "
-          f"(target: at least 95%: {'met' if ratio >= 0.95 else 'NOT met'})")  # fmt: skip
+        print(
+            f"{name:<8} {statistics.median(values) * 1000:>8.1f} "
+            f"{percentile(values, 95) * 1000:>8.1f} {n / walls[name]:>7.2f}"
+        )
+    print(
+        f"added latency: p50 {added_p50:+.1f} ms, p95 {added_p95:+.1f} ms "
+        f"(target: at most 5 ms at p50: {'met' if added_p50 <= 5 else 'NOT met'})"
+    )
+    print(
+        f"throughput through the gateway: {ratio:.1%} of direct "
+        f"(target: at least 95%: {'met' if ratio >= 0.95 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,26 @@ def rss_mib() -> float:
 
 def response(i: int) -> LLMResponse:
     return LLMResponse(
-        "ok", {"prompt_tokens": 4000 + i % 97, "completion_tokens": 2,
-               "total_tokens": 4002 + i % 97, "cached_tokens": 3968},
-        {"cached_tokens": 3968, "cache_hit_rate": 0.99, "ttft": 0.05 + (i % 50) / 1000,
-         "provider": "vllm", "model": "m", "served_model": "m", "requested_model": "m", "request_id": f"r{i}"},
-        0.2, "length",
-    )  # fmt: skip
+        "ok",
+        {
+            "prompt_tokens": 4000 + i % 97,
+            "completion_tokens": 2,
+            "total_tokens": 4002 + i % 97,
+            "cached_tokens": 3968,
+        },
+        {
+            "cached_tokens": 3968,
+            "cache_hit_rate": 0.99,
+            "ttft": 0.05 + (i % 50) / 1000,
+            "provider": "vllm",
+            "model": "m",
+            "served_model": "m",
+            "requested_model": "m",
+            "request_id": f"r{i}",
+        },
+        0.2,
+        "length",
+    )
 
 
 def main() -> None:
@@ -64,12 +78,20 @@ def main() -> None:
                     res = response(i)
                     agent = AGENTS[i % len(AGENTS)]
                     state.recorder.record(res, agent_type=agent)
-                    state.pending_records.append(CacheRecord(
-                        tenant_id="acme", user_id="acme/alice", endpoint="chat", agent_type=agent,
-                        tier="TIER_1_DEFAULT", model="m", prompt_tokens=res.prompt_tokens,
-                        cached_tokens=res.cached_tokens, ttft=res.ttft,
-                        processing_time=res.processing_time,
-                    ))  # fmt: skip
+                    state.pending_records.append(
+                        CacheRecord(
+                            tenant_id="acme",
+                            user_id="acme/alice",
+                            endpoint="chat",
+                            agent_type=agent,
+                            tier="TIER_1_DEFAULT",
+                            model="m",
+                            prompt_tokens=res.prompt_tokens,
+                            cached_tokens=res.cached_tokens,
+                            ttft=res.ttft,
+                            processing_time=res.processing_time,
+                        )
+                    )
                     if len(state.pending_records) >= 2000:
                         await state.flush_records()
                 await state.flush_records()
@@ -89,8 +111,10 @@ def main() -> None:
                     assert answer.status_code == 200, answer.text[:300]
                 timings[path] = (time.perf_counter() - t0) / 5
             stats = client.get("/stats", headers=auth).json()
-    print(f"\n{args.requests:,} synthetic requests through the recorder and the record writer "
-          f"in {fed:.1f} s")  # fmt: skip
+    print(
+        f"\n{args.requests:,} synthetic requests through the recorder and the record writer "
+        f"in {fed:.1f} s"
+    )
     print("| requests | resident memory MiB |")
     print("|---|---|")
     for n, mib in marks:

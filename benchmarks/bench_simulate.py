@@ -53,27 +53,45 @@ def run(args: Sequence[str], kv_gib: int | None = None) -> None:
     env = dict(os.environ)
     if kv_gib is not None:
         env["PREFIXCACHE_LLM__VLLM__CPU_KVCACHE_SPACE_GIB"] = str(kv_gib)
-    print("$", " ".join(["prefixcache", *args]), f"(KV {kv_gib} GiB)" if kv_gib else "",
-          flush=True)  # fmt: skip
+    print("$", " ".join(["prefixcache", *args]), f"(KV {kv_gib} GiB)" if kv_gib else "", flush=True)
     subprocess.run([CLI, *args], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def compare(
-    name: str, records: list[TraceRecord], tokens: list[list[int]], block: int, blocks: int,
-    *, replicas: int = 1, policy: Policy = Policy.ROUND_ROBIN, concurrency: int = 1,
-) -> dict[str, object]:  # fmt: skip
-    report = simulate(requests_from_trace(records, tokens), block_size=block, num_blocks=blocks,
-                      replicas=replicas, policy=policy, concurrency=concurrency)  # fmt: skip
+    name: str,
+    records: list[TraceRecord],
+    tokens: list[list[int]],
+    block: int,
+    blocks: int,
+    *,
+    replicas: int = 1,
+    policy: Policy = Policy.ROUND_ROBIN,
+    concurrency: int = 1,
+) -> dict[str, object]:
+    report = simulate(
+        requests_from_trace(records, tokens),
+        block_size=block,
+        num_blocks=blocks,
+        replicas=replicas,
+        policy=policy,
+        concurrency=concurrency,
+    )
     versus = versus_measured(report, [r.cached_tokens for r in records], limit=5)
     if versus is None:
         raise SystemExit(f"{name}: the trace has no measured cached tokens to compare with")
     row = {
-        "run": name, "requests": len(records), "kv_blocks": blocks, "replicas": replicas,
-        "policy": policy.value, "equal": versus.equal, "predicted": versus.predicted_hit_rate,
-        "measured": versus.measured_hit_rate, "gap_points": versus.gap_points,
+        "run": name,
+        "requests": len(records),
+        "kv_blocks": blocks,
+        "replicas": replicas,
+        "policy": policy.value,
+        "equal": versus.equal,
+        "predicted": versus.predicted_hit_rate,
+        "measured": versus.measured_hit_rate,
+        "gap_points": versus.gap_points,
         "evictions": sum(report.evictions),
         "first_differences": [list(d) for d in versus.first_differences],
-    }  # fmt: skip
+    }
     print(
         f"| {name} | {len(records)} | {blocks} x {replicas} | {versus.equal}/{versus.requests} | "
         f"{pct(versus.predicted_hit_rate)} | {pct(versus.measured_hit_rate)} | "
@@ -94,23 +112,36 @@ def main() -> None:
         base = ["bench", *(x for s in SCENARIOS for x in ("--scenario", s))]
         run([*base, "--arms", ARMS, "--out", str(big)], kv_gib=4)
         run([*base, "--arms", "no-reuse," + ARMS, "--out", str(small)], kv_gib=1)
-        run(["fleet-bench", "--replicas", "2", "--kv-space-gib", str(FLEET_GIB),
-             "--out", str(fleet)])  # fmt: skip
+        run(
+            [
+                "fleet-bench",
+                "--replicas",
+                "2",
+                "--kv-space-gib",
+                str(FLEET_GIB),
+                "--out",
+                str(fleet),
+            ]
+        )
     settings = load_settings()
     tokenizer = LocalTokenizer(embedded_model_dir(settings.llm.vllm.model_cache_dir))
     env = json.loads((big / "results.json").read_text())["environment"]
     block, blocks_4 = int(env["block_size"]), int(env["kv_blocks"])
     per_gib = blocks_4 // 4
-    print(f"\nblock size {block}; {blocks_4} KV blocks in 4 GiB ({per_gib} per GiB), "
-          f"tokens from {tokenizer.name}\n")  # fmt: skip
+    print(
+        f"\nblock size {block}; {blocks_4} KV blocks in 4 GiB ({per_gib} per GiB), "
+        f"tokens from {tokenizer.name}\n"
+    )
     print(
         "| run | requests | KV blocks x replicas | predicted == measured | predicted hit "
         "rate | measured | gap (points) | evictions (sim) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
-    for name, folder, blocks in (("room for everything (4 GiB)", big, blocks_4),
-                                 ("eviction (1 GiB)", small, per_gib)):  # fmt: skip
+    for name, folder, blocks in (
+        ("room for everything (4 GiB)", big, blocks_4),
+        ("eviction (1 GiB)", small, per_gib),
+    ):
         records = read_trace(folder / "trace.jsonl")
         tokens, _ = tokenize_trace(records, tokenizer)
         rows.append(compare(name, records, tokens, block, blocks))
@@ -120,8 +151,18 @@ def main() -> None:
         if not records:
             continue
         tokens, _ = tokenize_trace(records, tokenizer)
-        rows.append(compare(f"fleet {run_name}", records, tokens, block, per_gib * FLEET_GIB,
-                            replicas=2, policy=policy, concurrency=FLEET_SESSIONS))  # fmt: skip
+        rows.append(
+            compare(
+                f"fleet {run_name}",
+                records,
+                tokens,
+                block,
+                per_gib * FLEET_GIB,
+                replicas=2,
+                policy=policy,
+                concurrency=FLEET_SESSIONS,
+            )
+        )
     (out / "validation.json").write_text(json.dumps(rows, indent=2) + "\n")
     exact = rows[0]["equal"] == rows[0]["requests"]
     within = all(float(r["gap_points"]) <= 2.0 for r in rows[1:])  # type: ignore[arg-type]

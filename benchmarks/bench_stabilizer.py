@@ -27,17 +27,29 @@ TOOLS = ("search_docs", "read_file", "write_file", "run_tests", "open_ticket", "
 def request(static: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     order = sorted(TOOLS, key=lambda t: hashlib.sha1(f"{n}{t}".encode()).hexdigest())
     system = "\n".join(
-        [f"Current time: 2026-11-30 14:03:{n % 60:02d}", f"X-Request-ID: {n:08x}",
-         "You are the assistant of the bench app.", "Tools:", *(f"- {t}" for t in order), static]
-    )  # fmt: skip
+        [
+            f"Current time: 2026-11-30 14:03:{n % 60:02d}",
+            f"X-Request-ID: {n:08x}",
+            "You are the assistant of the bench app.",
+            "Tools:",
+            *(f"- {t}" for t in order),
+            static,
+        ]
+    )
     history: list[dict[str, Any]] = []
     for turn in range(n % 4):
-        history += [{"role": "user", "content": f"question {turn}"},
-                    {"role": "assistant", "content": f"answer {turn}"}]  # fmt: skip
-    tools = [{"type": "function", "function": {"name": t, "parameters": {"b": 1, "a": 2}}}
-             for t in order]  # fmt: skip
-    return [{"role": "system", "content": system}, *history,
-            {"role": "user", "content": "go"}], tools  # fmt: skip
+        history += [
+            {"role": "user", "content": f"question {turn}"},
+            {"role": "assistant", "content": f"answer {turn}"},
+        ]
+    tools = [
+        {"type": "function", "function": {"name": t, "parameters": {"b": 1, "a": 2}}} for t in order
+    ]
+    return [
+        {"role": "system", "content": system},
+        *history,
+        {"role": "user", "content": "go"},
+    ], tools
 
 
 def tokens(text: str) -> str:

@@ -69,8 +69,11 @@ def client(tmp_path: Path, db_url: str) -> Iterator[Client]:
     from prefixcache import load_settings
     from prefixcache.service.app import create_app
 
-    settings = load_settings(write_config(tmp_path, db_url, max_body_bytes=4096,
-                                          max_message_chars=500, rate_limit_per_minute=30))  # fmt: skip
+    settings = load_settings(
+        write_config(
+            tmp_path, db_url, max_body_bytes=4096, max_message_chars=500, rate_limit_per_minute=30
+        )
+    )
     url = settings.service.resolved_database_url()
     key = make_key(url, "acme", "alice")
     with TestClient(create_app(settings)) as test_client:

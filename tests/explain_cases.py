@@ -44,13 +44,22 @@ class Case:
 
 
 CASES = [
-    Case("date-time", f"Current time: 2026-11-27T10:00:01Z\n{STATIC}",
-         f"Current time: 2026-11-27T10:04:39Z\n{STATIC}"),
-    Case("id", f"Session: 3f2a9c1e-1111-4d2b-9c3e-0123456789ab\n{STATIC}",
-         f"Session: 7b1d0e2f-2222-4d2b-9c3e-0123456789ab\n{STATIC}"),
+    Case(
+        "date-time",
+        f"Current time: 2026-11-27T10:00:01Z\n{STATIC}",
+        f"Current time: 2026-11-27T10:04:39Z\n{STATIC}",
+    ),
+    Case(
+        "id",
+        f"Session: 3f2a9c1e-1111-4d2b-9c3e-0123456789ab\n{STATIC}",
+        f"Session: 7b1d0e2f-2222-4d2b-9c3e-0123456789ab\n{STATIC}",
+    ),
     Case("number", f"Open tasks: 12\n{STATIC}", f"Open tasks: 7\n{STATIC}"),
-    Case("reordered", f"Tools: search, file_read, run_tests, git_diff\n{STATIC}",
-         f"Tools: git_diff, run_tests, search, file_read\n{STATIC}"),
+    Case(
+        "reordered",
+        f"Tools: search, file_read, run_tests, git_diff\n{STATIC}",
+        f"Tools: git_diff, run_tests, search, file_read\n{STATIC}",
+    ),
     Case("whitespace", f"Rules:\r\n{STATIC}", f"Rules:\n{STATIC}"),
     Case("other", f"User: Alice Martin\n{STATIC}", f"User: Bob Chen\n{STATIC}"),
-]  # fmt: skip
+]

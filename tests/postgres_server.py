@@ -64,19 +64,36 @@ class PostgresServer:
             owner = pwd.getpwnam("postgres")
             os.chown(pwfile, owner.pw_uid, owner.pw_gid)
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user,
-            f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
-            "-E", "UTF8", "--locale=C.UTF-8",
-        )  # fmt: skip
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         pwfile.unlink()
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
             "-c fsync=off -c max_connections=200"
         )
         self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-            "-o", options, "-w", "-t", "60", "start",
-        )  # fmt: skip
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
 
     def url(self, database: str = "postgres", driver: str = "asyncpg") -> str:
@@ -87,9 +104,13 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(
-            host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-            dbname="postgres", autocommit=True,
-        ) as conn:  # fmt: skip
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 

@@ -79,8 +79,14 @@ def test_the_layout_has_the_expected_subpackages() -> None:
     assert (PACKAGE / "prompts" / "data" / "agents.yaml").is_file()
     flat = sorted(p.name for p in PACKAGE.glob("*.py"))
     # only the facade and small base modules stay at the top; features live in subpackages
-    assert set(flat) <= {"__init__.py", "__main__.py", "_extras.py", "_version.py",
-                         "errors.py", "settings.py"}, flat  # fmt: skip
+    assert set(flat) <= {
+        "__init__.py",
+        "__main__.py",
+        "_extras.py",
+        "_version.py",
+        "errors.py",
+        "settings.py",
+    }, flat
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -57,9 +57,13 @@ def test_chat_reports_the_client_ttft_and_the_services_own_time() -> None:
         seen.append(json.loads(request.content))
         assert request.headers["authorization"] == "Bearer pc_k_secret"
         cache = {
-            "prompt_tokens": 4300, "cached_tokens": 4224, "hit_rate": 0.98, "ttft": 0.1,
-            "processing_time": 0.0, "completion_tokens": 2,
-        }  # fmt: skip
+            "prompt_tokens": 4300,
+            "cached_tokens": 4224,
+            "hit_rate": 0.98,
+            "ttft": 0.1,
+            "processing_time": 0.0,
+            "completion_tokens": 2,
+        }
         body = sse(
             ("start", {"session_id": "s"}),
             ("token", {"delta": "Hel"}),
@@ -70,9 +74,14 @@ def test_chat_reports_the_client_ttft_and_the_services_own_time() -> None:
 
     async def go(client: ServiceClient) -> object:
         return await client.chat(
-            "Alice", message="hi", agent_type="frontend-engineer", session_id="b1-x",
-            max_tokens=2, additional_params={"task_number": 1}, next_agent_types=["orchestrator"],
-        )  # fmt: skip
+            "Alice",
+            message="hi",
+            agent_type="frontend-engineer",
+            session_id="b1-x",
+            max_tokens=2,
+            additional_params={"task_number": 1},
+            next_agent_types=["orchestrator"],
+        )
 
     reply = run_client(httpx.MockTransport(answer), go)
     assert seen[0]["stream"] is True and seen[0]["next_agent_types"] == ["orchestrator"]
@@ -90,17 +99,25 @@ def test_task_ttft_is_the_engines_plus_all_of_the_services_time() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         assert body["plan"] == ["orchestrator", "prd-writer"] and "previous_task_id" not in body
-        cache = {"prompt_tokens": 10, "cached_tokens": 0, "hit_rate": 0.0, "ttft": 1e-9,
-                 "processing_time": 2e-9}  # fmt: skip
+        cache = {
+            "prompt_tokens": 10,
+            "cached_tokens": 0,
+            "hit_rate": 0.0,
+            "ttft": 1e-9,
+            "processing_time": 2e-9,
+        }
         return httpx.Response(
             200, json={"id": "t_1", "status": "completed", "result": "ok", "cache": cache}
         )
 
     async def go(client: ServiceClient) -> object:
         return await client.task(
-            "Alice", description="plan", agent_type="orchestrator", max_tokens=2,
+            "Alice",
+            description="plan",
+            agent_type="orchestrator",
+            max_tokens=2,
             plan=["orchestrator", "prd-writer"],
-        )  # fmt: skip
+        )
 
     reply = run_client(httpx.MockTransport(answer), go)
     assert reply.task_id == "t_1"  # type: ignore[attr-defined]
@@ -148,11 +165,22 @@ def test_launcher_config_is_a_valid_private_service_config(tmp_path: Path) -> No
 
 def _row(arm: str, index: int, time: float, cached: int, overhead: float | None) -> RequestResult:
     return RequestResult(
-        scenario="single", arm=arm, repeat=1, max_tokens=32, index=index,
-        agent_type="frontend-engineer", tier="TIER_1_DEFAULT", warmup=False, prompt_tokens=4000,
-        cached_tokens=cached, predicted_cached=None, completion_tokens=32, ttft=time / 4,
-        processing_time=time, overhead=overhead,
-    )  # fmt: skip
+        scenario="single",
+        arm=arm,
+        repeat=1,
+        max_tokens=32,
+        index=index,
+        agent_type="frontend-engineer",
+        tier="TIER_1_DEFAULT",
+        warmup=False,
+        prompt_tokens=4000,
+        cached_tokens=cached,
+        predicted_cached=None,
+        completion_tokens=32,
+        ttft=time / 4,
+        processing_time=time,
+        overhead=overhead,
+    )
 
 
 def test_service_grid_puts_the_service_beside_the_reference() -> None:
@@ -162,9 +190,12 @@ def test_service_grid_puts_the_service_beside_the_reference() -> None:
         return ArmRun("single", arm, 1, 32, rows, warm[0], 1.0, 2, warmed_prefixes=warm[1])
 
     runs = [
-        run("no-reuse", 4.0, 0), run("reference", 2.0, 3800), run("optimized", 1.8, 3900),
-        run("warmed", 1.9, 3900), run("service", 1.6, 3950, 0.004),
-    ]  # fmt: skip
+        run("no-reuse", 4.0, 0),
+        run("reference", 2.0, 3800),
+        run("optimized", 1.8, 3900),
+        run("warmed", 1.9, 3900),
+        run("service", 1.6, 3950, 0.004),
+    ]
     grid = service_grid(runs, 32)
     assert grid is not None
     assert [r[2] for r in grid.rows] == ["service", "reference", "optimized", "no-reuse"]
@@ -191,14 +222,27 @@ def test_the_apps_scenario_sends_every_arm_its_own_way_and_reads_the_shadow_figu
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/stats":
-            families = [{"family": a.name, "requests": 2, "predicted_hit_rate": 0.1,
-                         "stabilized_hit_rate": 0.9, "moves": ["Current time: #-#-# …"]}
-                        for a in apps]  # fmt: skip
+            families = [
+                {
+                    "family": a.name,
+                    "requests": 2,
+                    "predicted_hit_rate": 0.1,
+                    "stabilized_hit_rate": 0.9,
+                    "moves": ["Current time: #-#-# …"],
+                }
+                for a in apps
+            ]
             return httpx.Response(200, json={"families": families})
         body = json.loads(request.content)
         salt = body.get("cache_salt")
-        sent.append((request.url.host, salt or request.headers.get("authorization"),
-                     request.headers["x-agent-type"], body["messages"][0]["content"]))  # fmt: skip
+        sent.append(
+            (
+                request.url.host,
+                salt or request.headers.get("authorization"),
+                request.headers["x-agent-type"],
+                body["messages"][0]["content"],
+            )
+        )
         usage = {"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 50}}
         chunks = [{"choices": [{"delta": {"content": "x"}}]}, {"choices": [], "usage": usage}]
         text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -208,9 +252,15 @@ def test_the_apps_scenario_sends_every_arm_its_own_way_and_reads_the_shadow_figu
     async def go() -> object:
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
             return await run_apps(
-                http, engine_url="http://engine", model="m", service=handle, static="S\n" * 300,
-                salt="s1", apps=apps, requests=2,
-            )  # fmt: skip
+                http,
+                engine_url="http://engine",
+                model="m",
+                service=handle,
+                static="S\n" * 300,
+                salt="s1",
+                apps=apps,
+                requests=2,
+            )
 
     run = asyncio.run(go())
     results = run.results  # type: ignore[attr-defined]

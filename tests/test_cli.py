@@ -65,8 +65,11 @@ def test_config_may_come_before_or_after_the_command(tmp_path: Path) -> None:
     from prefixcache.cli.app import hoist_config
 
     assert hoist_config(["lint", "--config", "c.yaml", "x.md"]) == [
-        "--config", "c.yaml", "lint", "x.md",
-    ]  # fmt: skip
+        "--config",
+        "c.yaml",
+        "lint",
+        "x.md",
+    ]
     assert hoist_config(["--config=c.yaml", "lint"]) == ["--config=c.yaml", "lint"]
     assert hoist_config(["lint", "--", "--config"]) == ["lint", "--", "--config"]
     config = tmp_path / "c.yaml"

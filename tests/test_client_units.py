@@ -88,12 +88,25 @@ def test_client_errors_are_typed() -> None:
 def _response(prompt: int, cached: int | None, ttft: float) -> LLMResponse:
     return LLMResponse(
         "ok",
-        {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1, "cached_tokens": cached},
-        {"cached_tokens": cached, "cache_hit_rate": hit_rate(cached, prompt), "ttft": ttft,
-         "provider": "vllm", "model": "m", "served_model": "m", "requested_model": "m", "request_id": "r"},
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": 1,
+            "total_tokens": prompt + 1,
+            "cached_tokens": cached,
+        },
+        {
+            "cached_tokens": cached,
+            "cache_hit_rate": hit_rate(cached, prompt),
+            "ttft": ttft,
+            "provider": "vllm",
+            "model": "m",
+            "served_model": "m",
+            "requested_model": "m",
+            "request_id": "r",
+        },
         ttft + 0.1,
         "length",
-    )  # fmt: skip
+    )
 
 
 def test_recorder_aggregates_per_agent_and_tier() -> None:

@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 
 from prefixcache import (
     DYNAMIC_HEADER,
+    PromptInputs,
     PromptLibrary,
     Settings,
     compose_prompt,
+    default_library,
     get_base_prompt_for_agent,
     get_optimized_prompt,
 )
+from prefixcache.prompts.compose import BUILTIN_DYNAMIC_PATH, DYNAMIC_CONTEXT_KEY
 from prefixcache.prompts.inputs import QUOTE_PREFIX
 
 BASE = "default.agent.system.main"
@@ -200,3 +203,33 @@ def test_prefix_is_memoised_until_reload(tmp_path: Path) -> None:
     assert library.compose_prompt("mine.system").prefix is first.prefix  # not re-rendered
     library.reload()
     assert library.compose_prompt("mine.system").prefix == "Version two.\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(inputs=dynamic_inputs, clock=st.none() | st.sampled_from(["date", "hour", "second"]))
+def test_builtin_suffix_fast_path_renders_the_template_byte_for_byte(
+    inputs: dict[str, Any], clock: str | None
+) -> None:
+    """The composer renders the built-in suffix template in plain Python; the template
+    rendered by Jinja2 must give the same bytes, or the fast path is wrong."""
+    composer = default_library().composer
+    prompt_inputs = PromptInputs(**inputs, clock=clock, now=datetime(2025, 4, 29, tzinfo=UTC))  # type: ignore[arg-type]
+    template = composer.registry.template(DYNAMIC_CONTEXT_KEY)
+    assert Path(template.filename or "") == BUILTIN_DYNAMIC_PATH
+    by_jinja = composer.registry.render_template(
+        template, DYNAMIC_CONTEXT_KEY, composer.suffix_variables(prompt_inputs)
+    )
+    assert composer.suffix(prompt_inputs) == DYNAMIC_HEADER + by_jinja
+
+
+def test_an_overridden_suffix_template_is_rendered_by_jinja(tmp_path: Path) -> None:
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "agent.system.dynamic_context.md").write_text(
+        "custom {{ user_name }} {{ available_tools | join('+') }}\n"
+    )
+    library = PromptLibrary(Settings(prompt_dirs=(tmp_path,)))
+    inputs = PromptInputs(user_name="Bob", available_tools=["b", "a"])
+    assert (
+        library.compose(inputs, agent_type="prd-writer").suffix
+        == DYNAMIC_HEADER + "custom Bob a+b\n"
+    )

@@ -27,23 +27,41 @@ def test_cookie_round_trip_expiry_and_tampering() -> None:
 
 
 def _group(key: str, rate: float | None) -> GroupStats:
-    return GroupStats(key=key, requests=3, prompt_tokens=300, cached_tokens=None, hit_rate=rate,
-                      ttft_p50=0.1234, ttft_p95=0.5, expected_hit_rate="95-99%",
-                      versus_expected="below")  # fmt: skip
+    return GroupStats(
+        key=key,
+        requests=3,
+        prompt_tokens=300,
+        cached_tokens=None,
+        hit_rate=rate,
+        ttft_p50=0.1234,
+        ttft_p95=0.5,
+        expected_hit_rate="95-99%",
+        versus_expected="below",
+    )
 
 
 def test_page_escapes_names_and_has_no_script() -> None:
     evil = '<script>alert("x")</script>'
-    stats = StatsResponse(tenant="t", requests=3, hit_rate=0.5,
-                          by_agent=[_group(evil, 0.5)], by_tier=[_group("TIER_1", None)])  # fmt: skip
+    stats = StatsResponse(
+        tenant="t",
+        requests=3,
+        hit_rate=0.5,
+        by_agent=[_group(evil, 0.5)],
+        by_tier=[_group("TIER_1", None)],
+    )
     data = DashboardData(
-        tenant=evil, stats=stats,
+        tenant=evil,
+        stats=stats,
         series=[TtftPoint(datetime(2026, 11, 27, 10, m), 2, 0.1 * m, 0.2 * m) for m in range(3)],
-        replicas=[ReplicaFigures("http://127.0.0.1:1", 50.0, 100.0, 3.0),
-                  ReplicaFigures("http://127.0.0.1:2", None, None, None, "/metrics: ConnectError")],
-        router=True, breaks=[], breaks_note="No cache breaks among the latest recorded requests.",
+        replicas=[
+            ReplicaFigures("http://127.0.0.1:1", 50.0, 100.0, 3.0),
+            ReplicaFigures("http://127.0.0.1:2", None, None, None, "/metrics: ConnectError"),
+        ],
+        router=True,
+        breaks=[],
+        breaks_note="No cache breaks among the latest recorded requests.",
         admin=True,
-    )  # fmt: skip
+    )
     html = page(data, refresh=10)
     assert "<script" not in html and "&lt;script&gt;" in html
     assert '<meta http-equiv="refresh" content="10">' in html

@@ -44,8 +44,10 @@ def test_each_cause_is_found_where_it_is(case: Case) -> None:
 
 
 def test_appending_a_turn_is_not_a_break() -> None:
-    first = TraceRecord(messages=({"role": "system", "content": STATIC},
-                                  {"role": "user", "content": "one"}), agent="a")  # fmt: skip
+    first = TraceRecord(
+        messages=({"role": "system", "content": STATIC}, {"role": "user", "content": "one"}),
+        agent="a",
+    )
     turn = ({"role": "assistant", "content": "ok"}, {"role": "user", "content": "two"})
     second = dataclasses.replace(first, messages=(*first.messages, *turn))
     records = [first, second]

@@ -33,8 +33,9 @@ def test_replicas_get_their_own_port_state_core_and_kv(tmp_path: Path) -> None:
 
 
 def test_router_command_line(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, replicas=2, replica_base_port=9301, router_port=9300,
-                       prometheus_port=9390)  # fmt: skip
+    fleet = make_fleet(
+        tmp_path, replicas=2, replica_base_port=9301, router_port=9300, prometheus_port=9390
+    )
     command = fleet.router_command("consistent_hash")
     joined = " ".join(command)
     assert command[0].endswith("vllm-router")
@@ -70,8 +71,11 @@ def _sent_headers(affinity: str, session_id: str | None) -> dict[str, str]:
             "completion_tokens": 1,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
-        lines = [json.dumps({"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}]}),
-                 json.dumps({"choices": [], "usage": usage}), "[DONE]"]  # fmt: skip
+        lines = [
+            json.dumps({"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}]}),
+            json.dumps({"choices": [], "usage": usage}),
+            "[DONE]",
+        ]
         return httpx.Response(200, content="".join(f"data: {x}\n\n" for x in lines).encode())
 
     system = PromptLibrary().compose_prompt(agent_type="code-reviewer", session_id="s").text

@@ -192,19 +192,26 @@ def test_output_is_identical_under_every_hash_seed(samples: list[dict[str, Any]]
         env = dict(os.environ, PYTHONHASHSEED=seed)
         out = subprocess.run(
             [sys.executable, "-c", _SEED_SCRIPT, json.dumps(samples)],
-            capture_output=True, text=True, env=env, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         outputs.add(out.stdout)
     assert len(outputs) == 1
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=10,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -20,6 +20,7 @@ from prefixcache import ClientSettings, EngineInspector, LLMInterface, PromptLib
 from prefixcache.llm.alignment import BlockAligner, align_to_blocks
 from prefixcache.llm.warming import Prefetcher, warm_messages
 from prefixcache.prompts.compose import DYNAMIC_HEADER, pad_text
+from prefixcache.prompts.inputs import PromptInputs
 from prefixcache.prompts.reference import reference_prompt, reference_static
 
 NOW = datetime(2025, 4, 29, 18, 25, 7, tzinfo=UTC)
@@ -29,11 +30,15 @@ NOW = datetime(2025, 4, 29, 18, 25, 7, tzinfo=UTC)
 
 
 def test_reference_layout_follows_the_guide(library: PromptLibrary) -> None:
-    text = reference_prompt(
-        library, "code-reviewer", session_id="s-1", user_name="Bob <admin>",
-        available_tools=["zeta", "alpha"], recent_context="Previous task: x & y",
-        additional_params={"task_priority": "high", "a": 1}, now=NOW,
-    )  # fmt: skip
+    inputs = PromptInputs(
+        session_id="s-1",
+        user_name="Bob <admin>",
+        available_tools=["zeta", "alpha"],
+        recent_context="Previous task: x & y",
+        additional_params={"task_priority": "high", "a": 1},
+        now=NOW,
+    )
+    text = reference_prompt(library, "code-reviewer", inputs)
     static = reference_static(library, "code-reviewer")
     assert text.startswith(static + "\n\n")
     # tiers 1-3 share one main prompt, without a role or tier block
@@ -42,8 +47,10 @@ def test_reference_layout_follows_the_guide(library: PromptLibrary) -> None:
     dynamic = text[len(static) + 2 :].splitlines()
     session_line = next(i for i, line in enumerate(dynamic) if "Session ID" in line)
     assert dynamic[session_line : session_line + 3] == [
-        "- Session ID: s-1", "- Date: 2025-04-29", "- Time: 18:25:07",
-    ]  # fmt: skip
+        "- Session ID: s-1",
+        "- Date: 2025-04-29",
+        "- Time: 18:25:07",
+    ]
     assert "- User: Bob &lt;admin&gt;" in dynamic  # HTML autoescaping
     assert "zeta, alpha" in dynamic  # the caller's order
     assert "Previous task: x &amp; y" in dynamic
@@ -51,7 +58,7 @@ def test_reference_layout_follows_the_guide(library: PromptLibrary) -> None:
 
 
 def test_reference_fallbacks_and_orchestrator(library: PromptLibrary) -> None:
-    text = reference_prompt(library, "orchestrator", now=NOW)
+    text = reference_prompt(library, "orchestrator", PromptInputs(now=NOW))
     assert text.startswith(reference_static(library, "orchestrator"))
     assert reference_static(library, "orchestrator") != reference_static(library, "prd-writer")
     assert "All standard tools" in text and "No recent context available" in text
@@ -149,8 +156,13 @@ def _sse(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
     if body.get("cache_salt") == "fail":
         return httpx.Response(400, json={"error": {"message": "bad salt"}})
-    lines = [json.dumps({"id": "c", "choices": [{"delta": {"content": "k"}, "finish_reason": "length"}]}),
-             json.dumps({"id": "c", "choices": [], "usage": usage}), "[DONE]"]  # fmt: skip
+    lines = [
+        json.dumps(
+            {"id": "c", "choices": [{"delta": {"content": "k"}, "finish_reason": "length"}]}
+        ),
+        json.dumps({"id": "c", "choices": [], "usage": usage}),
+        "[DONE]",
+    ]
     return httpx.Response(200, content="".join(f"data: {x}\n\n" for x in lines).encode())
 
 

@@ -11,11 +11,21 @@ from prefixcache.bench.scenarios import ARM_NAMES, SCENARIOS
 
 def row(arm: str, index: int, time: float, cached: int | None, **kw: object) -> RequestResult:
     fields: dict[str, object] = dict(
-        scenario="single", arm=arm, repeat=1, max_tokens=32, index=index,
-        agent_type="frontend-engineer", tier="TIER_1_DEFAULT", warmup=False, prompt_tokens=4000,
-        cached_tokens=cached, predicted_cached=cached, completion_tokens=32, ttft=time / 2,
+        scenario="single",
+        arm=arm,
+        repeat=1,
+        max_tokens=32,
+        index=index,
+        agent_type="frontend-engineer",
+        tier="TIER_1_DEFAULT",
+        warmup=False,
+        prompt_tokens=4000,
+        cached_tokens=cached,
+        predicted_cached=cached,
+        completion_tokens=32,
+        ttft=time / 2,
         processing_time=time,
-    )  # fmt: skip
+    )
     fields.update(kw)
     return RequestResult(**fields)  # type: ignore[arg-type]
 
@@ -30,8 +40,12 @@ def test_planned_requests_count_every_tick() -> None:
     """The progress bar's total: tasks, warm-ups (concurrent ones too) and the sweep."""
     settings = BenchSettings(
         scenarios=("single", "workflow", "multiturn", "concurrent"),
-        sweep=(16, 32), sessions=3, requests_per_session=2, passes=2, arms=ARM_NAMES,
-    )  # fmt: skip
+        sweep=(16, 32),
+        sessions=3,
+        requests_per_session=2,
+        passes=2,
+        arms=ARM_NAMES,
+    )
     # eight sequential arms (service included: its start-up warm-up is not a request),
     # two passes; warmed adds one warm-up per distinct agent, prefetch one prefetch per
     # agent first met after step 1
@@ -85,9 +99,15 @@ def test_status_names_what_is_missing() -> None:
 def test_scenarios_and_arms_are_typed() -> None:
     single = SCENARIOS["single"]
     assert [a.name for a in single.arms] == [
-        "no-reuse", "naive", "reference", "optimized", "aligned", "prefetch", "warmed",
+        "no-reuse",
+        "naive",
+        "reference",
+        "optimized",
+        "aligned",
+        "prefetch",
+        "warmed",
         "service",
-    ]  # fmt: skip
+    ]
     assert single.arm("no-reuse").unique_salt and single.arm("warmed").warm  # type: ignore[union-attr]
     assert [a.name for a in SCENARIOS["multiturn"].arms] == [
         "no-reuse",

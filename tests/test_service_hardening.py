@@ -55,20 +55,43 @@ def hostile_gateway_cases() -> list[tuple[str, Any, dict[str, Any]]]:
         ("logit_bias", {"messages": MSG, "logit_bias": {"50256": -100}}, {}),
         ("prompt_logprobs", {"messages": MSG, "prompt_logprobs": 20}, {}),
         ("guided_json", {"messages": MSG, "guided_json": {"type": "object"}}, {}),
-        ("response_format json_schema",
-         {"messages": MSG, "response_format": {"type": "json_schema", "json_schema": {}}}, {}),
+        (
+            "response_format json_schema",
+            {"messages": MSG, "response_format": {"type": "json_schema", "json_schema": {}}},
+            {},
+        ),
         ("chat_template", {"messages": MSG, "chat_template": "{{ 'x' }}"}, {}),
         ("vllm_xargs", {"messages": MSG, "vllm_xargs": {"a": 1}}, {}),
         ("kv_transfer_params", {"messages": MSG, "kv_transfer_params": {}}, {}),
         ("cache_salt", {"messages": MSG, "cache_salt": "guess"}, {}),
         ("model=other (LoRA)", {"messages": MSG, "model": "someone-elses-lora"}, {}),
-        ("image_url part", {"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}]}]}, {}),
+        (
+            "image_url part",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}
+                        ],
+                    }
+                ]
+            },
+            {},
+        ),
         ("role=hacker", {"messages": [{"role": "hacker", "content": "x"}]}, {}),
         ("unknown message key", {"messages": [{"role": "user", "content": "x", "x": 1}]}, {}),
         ("stream='yes'", {"messages": MSG, "stream": "yes"}, {}),
-        ("temperature=NaN", b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', {}),
-        ("temperature=1e999", b'{"messages": [{"role": "user", "content": "x"}], "temperature": 1e999}', {}),
+        (
+            "temperature=NaN",
+            b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+            {},
+        ),
+        (
+            "temperature=1e999",
+            b'{"messages": [{"role": "user", "content": "x"}], "temperature": 1e999}',
+            {},
+        ),
         ("lone surrogate", b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}', {}),
         ("JSON 10,000 deep", deep, {}),
         ("JSON 100 deep", b'{"messages": ' + b"[" * 100 + b"]" * 100 + b"}", {}),
@@ -80,15 +103,16 @@ def hostile_gateway_cases() -> list[tuple[str, Any, dict[str, Any]]]:
         ("x-session-id with '/'", {"messages": MSG}, {"x-session-id": "a/b"}),
         ("non-JSON content type", b"messages=hi", {"content-type": "text/plain"}),
         ("oversized chunked body", b"x" * 5000, {}),
-    ]  # fmt: skip
+    ]
 
 
 def _send(test_client: TestClient, auth: dict[str, str], body: Any, headers: dict[str, Any]) -> Any:
     merged = {**auth, "content-type": "application/json", **headers}
     if isinstance(body, bytes):
         if len(body) > 4096 and not body.startswith(b"{"):  # streamed with no length
-            return test_client.post("/v1/chat/completions", headers=merged,
-                                    content=iter([body[:2000], body[2000:]]))  # fmt: skip
+            return test_client.post(
+                "/v1/chat/completions", headers=merged, content=iter([body[:2000], body[2000:]])
+            )
         return test_client.post("/v1/chat/completions", headers=merged, content=body)
     return test_client.post("/v1/chat/completions", headers=merged, content=json.dumps(body))
 
@@ -96,8 +120,9 @@ def _send(test_client: TestClient, auth: dict[str, str], body: Any, headers: dic
 @pytest.fixture
 def roomy(tmp_path: Path, db_url: str) -> Iterator[Client]:
     """The app with a body limit large enough for the 10,000-deep case to be parsed."""
-    settings = load_settings(write_config(tmp_path, db_url, max_body_bytes=65536,
-                                          rate_limit_per_minute=0))  # fmt: skip
+    settings = load_settings(
+        write_config(tmp_path, db_url, max_body_bytes=65536, rate_limit_per_minute=0)
+    )
     url = settings.service.resolved_database_url()
     key = make_key(url, "acme", "alice")
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
@@ -118,8 +143,11 @@ def test_the_hostile_batch_gets_4xx_naming_the_field(roomy: Client, client: Clie
     revoked_key = make_key(url, "acme", "mallory")
     key_id = revoked_key.split("_")[1]
     asyncio.run(_revoke(url, key_id))
-    gone = test_client.post("/v1/chat/completions", json={"messages": MSG},
-                            headers={"Authorization": f"Bearer {revoked_key}"})  # fmt: skip
+    gone = test_client.post(
+        "/v1/chat/completions",
+        json={"messages": MSG},
+        headers={"Authorization": f"Bearer {revoked_key}"},
+    )
     rows.append(("revoked key (at once)", gone.status_code, gone.json()["error"]["message"][:70]))
     print("\nhostile batch (gateway, engine down: any forwarded request would be 503)")
     print(f"{'case':<30} {'status':>6}  message")
@@ -150,28 +178,67 @@ async def _revoke(url: str, key_id: str) -> None:
 
 def test_the_contract_forwards_only_the_allowlist() -> None:
     contract = GatewayContract(GatewaySettings(), "served", 8192)
-    body = {"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": [
-        {"type": "text", "text": "x"}]}], "temperature": 0, "top_k": 5, "min_p": 0.1,
-        "stop": ["\n"], "stream": True, "stream_options": {"include_usage": True}, "seed": 1,
-        "max_tokens": 16, "n": 1, "tools": [{"type": "function", "function": {"name": "f"}}],
-        "tool_choice": "auto", "user": "u1", "logprobs": True, "top_logprobs": 2,
-        "response_format": {"type": "text"}, "stop_token_ids": [2], "repetition_penalty": 1.1,
-        "include_stop_str_in_output": False}  # fmt: skip
+    body = {
+        "messages": [
+            {"role": "developer", "content": "d"},
+            {"role": "user", "content": [{"type": "text", "text": "x"}]},
+        ],
+        "temperature": 0,
+        "top_k": 5,
+        "min_p": 0.1,
+        "stop": ["\n"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "seed": 1,
+        "max_tokens": 16,
+        "n": 1,
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": "auto",
+        "user": "u1",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "response_format": {"type": "text"},
+        "stop_token_ids": [2],
+        "repetition_penalty": 1.1,
+        "include_stop_str_in_output": False,
+    }
     out = contract.check(body)
     assert out == {**body, "model": "served"}
     wide = GatewayContract(
-        GatewaySettings(max_n=4, allow_ignore_eos=True, allow_structured_output=True,
-                        allow_media=True, models=["lora-a"]), "served", 8192,
-    )  # fmt: skip
-    assert wide.check({"messages": MSG, "n": 4, "ignore_eos": True, "model": "lora-a",
-                       "response_format": {"type": "json_object"}})["n"] == 4  # fmt: skip
+        GatewaySettings(
+            max_n=4,
+            allow_ignore_eos=True,
+            allow_structured_output=True,
+            allow_media=True,
+            models=["lora-a"],
+        ),
+        "served",
+        8192,
+    )
+    assert (
+        wide.check(
+            {
+                "messages": MSG,
+                "n": 4,
+                "ignore_eos": True,
+                "model": "lora-a",
+                "response_format": {"type": "json_object"},
+            }
+        )["n"]
+        == 4
+    )
     with pytest.raises(Exception, match="max_tokens"):
         contract.check({"messages": MSG, "max_tokens": 5000})  # over the 4096 default
 
 
 def test_parse_json_refuses_what_python_would_accept() -> None:
-    for raw in (b'{"a": NaN}', b'{"a": -Infinity}', b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
-                b'"\\udc00"', b"\xff\xfe"):  # fmt: skip
+    for raw in (
+        b'{"a": NaN}',
+        b'{"a": -Infinity}',
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b'"\\udc00"',
+        b"\xff\xfe",
+    ):
         with pytest.raises(Exception) as caught:
             parse_json(raw)
         assert type(caught.value).__name__ == "Unprocessable", raw
@@ -204,8 +271,9 @@ def test_chat_input_errors_are_4xx(client: Client) -> None:
 
 def test_a_rejected_request_stores_nothing(client: Client) -> None:
     test_client, auth, _ = client
-    answer = test_client.post("/chat", headers=auth,
-                              json={"message": "x", "agent_type": "no-such", "session_id": "new-1"})  # fmt: skip
+    answer = test_client.post(
+        "/chat", headers=auth, json={"message": "x", "agent_type": "no-such", "session_id": "new-1"}
+    )
     assert answer.status_code == 422
     assert test_client.get("/sessions/new-1", headers=auth).status_code == 404
     assert test_client.get("/sessions", headers=auth).json() == []
@@ -312,20 +380,55 @@ def test_startup_marks_orphans_interrupted_and_applies_retention(
     url = settings.service.resolved_database_url()
     make_key(url, "acme", "alice")
     old = utcnow() - timedelta(days=40)
-    _write(url, [
-        Instance(id="dead", started_at=old, seen_at=utcnow() - timedelta(minutes=5)),
-        ChatSession(id="acme/alice/live", user_id="acme/alice", tenant_id="acme",
-                    agent_type="orchestrator"),
-        Message(session_id="acme/alice/live", role="user", content="q", status="pending",
-                instance_id="dead"),
-        Task(id="t_1", user_id="acme/alice", session_id="acme/alice/live", agent_type="x",
-             description="d", status="running", instance_id="dead"),
-        ChatSession(id="acme/alice/old", user_id="acme/alice", tenant_id="acme",
-                    agent_type="orchestrator", updated_at=old, created_at=old),
-        Message(session_id="acme/alice/old", role="user", content="old text", status="complete"),
-        CacheRecord(tenant_id="acme", user_id="acme/alice", endpoint="chat", agent_type="x",
-                    tier="t", prompt_tokens=1, prompt="old prompt", session_id="acme/alice/old"),
-    ])  # fmt: skip
+    _write(
+        url,
+        [
+            Instance(id="dead", started_at=old, seen_at=utcnow() - timedelta(minutes=5)),
+            ChatSession(
+                id="acme/alice/live",
+                user_id="acme/alice",
+                tenant_id="acme",
+                agent_type="orchestrator",
+            ),
+            Message(
+                session_id="acme/alice/live",
+                role="user",
+                content="q",
+                status="pending",
+                instance_id="dead",
+            ),
+            Task(
+                id="t_1",
+                user_id="acme/alice",
+                session_id="acme/alice/live",
+                agent_type="x",
+                description="d",
+                status="running",
+                instance_id="dead",
+            ),
+            ChatSession(
+                id="acme/alice/old",
+                user_id="acme/alice",
+                tenant_id="acme",
+                agent_type="orchestrator",
+                updated_at=old,
+                created_at=old,
+            ),
+            Message(
+                session_id="acme/alice/old", role="user", content="old text", status="complete"
+            ),
+            CacheRecord(
+                tenant_id="acme",
+                user_id="acme/alice",
+                endpoint="chat",
+                agent_type="x",
+                tier="t",
+                prompt_tokens=1,
+                prompt="old prompt",
+                session_id="acme/alice/old",
+            ),
+        ],
+    )
     with TestClient(create_app(settings)):
         pass
     assert _query(url, "select status from messages") == [("interrupted",)]
@@ -347,13 +450,35 @@ def test_stats_in_sql_match_the_percentiles_of_every_row(tmp_path: Path, db_url:
         "b": [1.0],
         "c": [None],
     }
-    _write(url, [
-        CacheRecord(tenant_id="acme", user_id="acme/alice", endpoint="chat", agent_type=agent,
-                    tier=f"tier-{agent}", prompt_tokens=100, cached_tokens=None if agent == "c" else 40,
-                    ttft=t)
-        for agent, values in ttfts.items() for t in values
-    ] + [CacheRecord(tenant_id="other", user_id="other/x", endpoint="chat", agent_type="a",
-                     tier="tier-a", prompt_tokens=5, cached_tokens=5, ttft=9.0)])  # fmt: skip
+    _write(
+        url,
+        [
+            CacheRecord(
+                tenant_id="acme",
+                user_id="acme/alice",
+                endpoint="chat",
+                agent_type=agent,
+                tier=f"tier-{agent}",
+                prompt_tokens=100,
+                cached_tokens=None if agent == "c" else 40,
+                ttft=t,
+            )
+            for agent, values in ttfts.items()
+            for t in values
+        ]
+        + [
+            CacheRecord(
+                tenant_id="other",
+                user_id="other/x",
+                endpoint="chat",
+                agent_type="a",
+                tier="tier-a",
+                prompt_tokens=5,
+                cached_tokens=5,
+                ttft=9.0,
+            )
+        ],
+    )
     with TestClient(create_app(settings)) as test_client:
         stats = test_client.get("/stats", headers={"Authorization": f"Bearer {key}"}).json()
     by_agent = {g["key"]: g for g in stats["by_agent"]}
@@ -373,12 +498,21 @@ def test_the_recorder_keeps_bounded_memory() -> None:
 
     recorder = CacheMetricsRecorder(AgentTierMap())
     response = LLMResponse(
-        "ok", {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101,
-               "cached_tokens": 90},
-        {"cached_tokens": 90, "cache_hit_rate": 0.9, "ttft": 0.1, "provider": "vllm",
-         "model": "m", "served_model": "m", "requested_model": "m", "request_id": "r"},
-        0.2, "length",
-    )  # fmt: skip
+        "ok",
+        {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101, "cached_tokens": 90},
+        {
+            "cached_tokens": 90,
+            "cache_hit_rate": 0.9,
+            "ttft": 0.1,
+            "provider": "vllm",
+            "model": "m",
+            "served_model": "m",
+            "requested_model": "m",
+            "request_id": "r",
+        },
+        0.2,
+        "length",
+    )
     for _ in range(3 * RECENT):
         recorder.record(response, agent_type="frontend-engineer")
     assert len(recorder.records) == RECENT
@@ -424,10 +558,12 @@ def test_work_the_engine_could_not_take_is_kept_marked_failed(client: Client) ->
     """vLLM down: the turn and the task answer 503 and are stored, marked failed; a
     rejected one (unknown agent) stores nothing."""
     test_client, auth, url = client
-    task = test_client.post("/tasks", headers=auth,
-                            json={"agent_type": "backend-engineer", "description": "Plan it."})  # fmt: skip
+    task = test_client.post(
+        "/tasks", headers=auth, json={"agent_type": "backend-engineer", "description": "Plan it."}
+    )
     assert task.status_code == 503
-    bad = test_client.post("/tasks", headers=auth,
-                           json={"agent_type": "no-such", "description": "x", "plan": ["a"]})  # fmt: skip
+    bad = test_client.post(
+        "/tasks", headers=auth, json={"agent_type": "no-such", "description": "x", "plan": ["a"]}
+    )
     assert bad.status_code == 422
     assert _query(url, "select status, description from tasks") == [("failed", "Plan it.")]

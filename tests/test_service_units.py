@@ -88,9 +88,14 @@ def test_every_route_but_health_needs_a_key(client: Client) -> None:
     test_client, _auth, _ = client
     assert test_client.get("/health").status_code == 200
     assert test_client.get("/metrics").status_code == 200
-    for method, path in (("GET", "/sessions"), ("POST", "/chat"), ("GET", "/stats"),
-                         ("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
-                         ("GET", "/tasks/t_x")):  # fmt: skip
+    for method, path in (
+        ("GET", "/sessions"),
+        ("POST", "/chat"),
+        ("GET", "/stats"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/tasks/t_x"),
+    ):
         response = test_client.request(method, path, json={})
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"] == "Bearer"
@@ -118,8 +123,14 @@ def test_vllm_down_is_503_and_the_turn_is_kept(
     assert ready.status_code == 503 and ready.json()["ready"] is False
     assert ready.json()["warming"] == "waiting for the engine"
     assert ready.json()["vllm_url"] is None  # not shown without an admin key
-    assert test_client.post("/v1/chat/completions", headers=auth,
-                            json={"messages": [{"role": "user", "content": "x"}]}).status_code == 503  # fmt: skip
+    assert (
+        test_client.post(
+            "/v1/chat/completions",
+            headers=auth,
+            json={"messages": [{"role": "user", "content": "x"}]},
+        ).status_code
+        == 503
+    )
 
 
 def test_known_bad_input_is_4xx_naming_the_limit(
@@ -227,8 +238,16 @@ def test_migrations_create_every_table(tmp_path: Path) -> None:
         assert mode == "wal"
         return {r[0] for r in rows}
 
-    assert {"tenants", "users", "api_keys", "sessions", "messages", "tasks", "cache_records",
-            "alembic_version"} <= asyncio.run(tables())  # fmt: skip
+    assert {
+        "tenants",
+        "users",
+        "api_keys",
+        "sessions",
+        "messages",
+        "tasks",
+        "cache_records",
+        "alembic_version",
+    } <= asyncio.run(tables())
     assert Message.__tablename__ == "messages"
 
 
@@ -243,12 +262,20 @@ def _add_records(url: str, rows: list[tuple[str, str | None, int]]) -> None:
         try:
             async with session_factory(engine)() as db:
                 for tenant, prompt, days in rows:
-                    db.add(CacheRecord(
-                        tenant_id=tenant, user_id=f"{tenant}/u", endpoint="gateway",
-                        agent_type="release-bot", tier="unknown", prompt_tokens=100,
-                        cached_tokens=0, ttft=0.1, prompt=prompt,
-                        created_at=utcnow() - timedelta(days=days),
-                    ))  # fmt: skip
+                    db.add(
+                        CacheRecord(
+                            tenant_id=tenant,
+                            user_id=f"{tenant}/u",
+                            endpoint="gateway",
+                            agent_type="release-bot",
+                            tier="unknown",
+                            prompt_tokens=100,
+                            cached_tokens=0,
+                            ttft=0.1,
+                            prompt=prompt,
+                            created_at=utcnow() - timedelta(days=days),
+                        )
+                    )
                 await db.commit()
         finally:
             await engine.dispose()
@@ -274,14 +301,16 @@ def test_recorded_prompts_expire_and_export_as_a_trace(tmp_path: Path) -> None:
         pass
     out = tmp_path / "t.jsonl"
     runner = CliRunner()
-    result = runner.invoke(app, ["--config", str(config), "export-trace", "--out", str(out),
-                                 "--tenant", "acme"])  # fmt: skip
+    result = runner.invoke(
+        app, ["--config", str(config), "export-trace", "--out", str(out), "--tenant", "acme"]
+    )
     assert result.exit_code == 0, result.output
     (record,) = read_trace(out)  # the 10-day-old text is gone, its figures stay
     assert record.cache_salt == "acme" and record.agent == "release-bot"
     assert record.labels == {"tenant": "acme", "endpoint": "gateway", "tier": "unknown"}
-    result = runner.invoke(app, ["--config", str(config), "export-trace", "--out", str(out),
-                                 "--tenant", "nobody"])  # fmt: skip
+    result = runner.invoke(
+        app, ["--config", str(config), "export-trace", "--out", str(out), "--tenant", "nobody"]
+    )
     assert result.exit_code == 1 and "no recorded prompts" in result.output
 
 

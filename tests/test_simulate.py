@@ -38,20 +38,32 @@ def vllm_cached_tokens(
     from vllm.v1.request import Request
 
     init_none_hash(sha256)
-    spec = FullAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=8,
-                             dtype=torch.float16)  # fmt: skip
-    config = KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[],
-                           kv_cache_groups=[KVCacheGroupSpec(["layer.0"], spec)])  # fmt: skip
-    manager = KVCacheManager(config, max_model_len=1 << 20, scheduler_block_size=block_size,
-                             hash_block_size=block_size, enable_caching=True)  # fmt: skip
+    spec = FullAttentionSpec(
+        block_size=block_size, num_kv_heads=1, head_size=8, dtype=torch.float16
+    )
+    config = KVCacheConfig(
+        num_blocks=num_blocks,
+        kv_cache_tensors=[],
+        kv_cache_groups=[KVCacheGroupSpec(["layer.0"], spec)],
+    )
+    manager = KVCacheManager(
+        config,
+        max_model_len=1 << 20,
+        scheduler_block_size=block_size,
+        hash_block_size=block_size,
+        enable_caching=True,
+    )
     hasher = get_request_block_hasher(block_size, sha256)
     out = []
     for i, r in enumerate(requests):
         request = Request(
-            request_id=str(i), prompt_token_ids=list(r.tokens),
-            sampling_params=SamplingParams(max_tokens=r.output_tokens), pooling_params=None,
-            cache_salt=r.salt, block_hasher=hasher,
-        )  # fmt: skip
+            request_id=str(i),
+            prompt_token_ids=list(r.tokens),
+            sampling_params=SamplingParams(max_tokens=r.output_tokens),
+            pooling_params=None,
+            cache_salt=r.salt,
+            block_hasher=hasher,
+        )
         blocks, hit, _ = manager.get_computed_blocks(request)
         assert manager.allocate_slots(request, len(r.tokens) - hit, hit, blocks) is not None
         request.num_computed_tokens = len(r.tokens)
@@ -131,8 +143,9 @@ def _sessions(n_sessions: int = 8, turns: int = 4) -> list[SimRequest]:
 def test_policies() -> None:
     # 7 sessions interleaved: round robin moves every session from replica to replica
     requests = _sessions(7)
-    reports = {p: simulate(requests, block_size=16, num_blocks=400, replicas=2, policy=p)
-               for p in Policy}  # fmt: skip
+    reports = {
+        p: simulate(requests, block_size=16, num_blocks=400, replicas=2, policy=p) for p in Policy
+    }
     sticky = reports[Policy.STICKY_LEAST_LOADED]
     assert sticky.per_replica_requests == [16, 12]  # sessions 4 and 3
     by_session: dict[str, set[int]] = {}
@@ -158,26 +171,33 @@ def test_kv_sizes() -> None:
 def test_cli_simulate(tmp_path: Path) -> None:
     requests = _sessions()
     records = [
-        TraceRecord(messages=({"role": "user", "content": "x"},), session=r.session,
-                    prompt_token_ids=tuple(r.tokens), completion_tokens=r.output_tokens,
-                    prompt_tokens=len(r.tokens), cached_tokens=c.cached_tokens, ttft=0.5)
-        for r, c in zip(requests, simulate(requests, block_size=16, num_blocks=800).results,
-                        strict=True)
-    ]  # fmt: skip
+        TraceRecord(
+            messages=({"role": "user", "content": "x"},),
+            session=r.session,
+            prompt_token_ids=tuple(r.tokens),
+            completion_tokens=r.output_tokens,
+            prompt_tokens=len(r.tokens),
+            cached_tokens=c.cached_tokens,
+            ttft=0.5,
+        )
+        for r, c in zip(
+            requests, simulate(requests, block_size=16, num_blocks=800).results, strict=True
+        )
+    ]
     trace = tmp_path / "t.jsonl"
     with trace.open("w") as out:
         write_trace(records, out)
     runner = CliRunner()
     base = ["simulate", str(trace), "--block-size", "16"]
-    result = runner.invoke(app, [*base, "--kv-blocks", "800", "--format", "json",
-                                 "--out", str(tmp_path / "s.json")])  # fmt: skip
+    result = runner.invoke(
+        app, [*base, "--kv-blocks", "800", "--format", "json", "--out", str(tmp_path / "s.json")]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["measured"]["equal"] == len(records) == data["measured"]["requests"]
     assert data["prefill_rate_source"] == "trace" and data["prefill_tokens_per_s"] > 0
     assert data["runs"][0]["gpu_seconds_saved"] > 0
-    result = runner.invoke(app, [*base, "--kv-blocks", "400", "--replicas", "2",
-                                 "--policy", "all"])  # fmt: skip
+    result = runner.invoke(app, [*base, "--kv-blocks", "400", "--replicas", "2", "--policy", "all"])
     assert result.exit_code == 0, result.output
     for policy in Policy:
         assert policy.value in result.output

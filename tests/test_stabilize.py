@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from prefixcache.analysis.stabilize import Stabilizer, allowed_mode, line_shape
 
-POLICY = [f"Rule {chr(65 + i)}: always check the {w} before you answer." for i, w in
-          enumerate(["inputs", "outputs", "tests", "logs", "docs", "limits", "owners"])]  # fmt: skip
+POLICY = [
+    f"Rule {chr(65 + i)}: always check the {w} before you answer."
+    for i, w in enumerate(["inputs", "outputs", "tests", "logs", "docs", "limits", "owners"])
+]
 STATIC = "\n".join(POLICY * 4)  # about 1,500 characters of instructions
 
 
@@ -69,8 +71,11 @@ def test_line_ends_that_vary_are_normalised() -> None:
 
 def test_a_one_tool_a_line_list_in_set_order_moves_after_the_static_text() -> None:
     s = Stabilizer()
-    orders = [["- search", "- read", "- write"], ["- write", "- search", "- read"],
-              ["- read", "- write", "- search"]]  # fmt: skip
+    orders = [
+        ["- search", "- read", "- write"],
+        ["- write", "- search", "- read"],
+        ["- read", "- write", "- search"],
+    ]
     out = [s.process("t", system("Tools:\n" + "\n".join(o) + "\n" + STATIC)) for o in orders]
     heads = [r.messages[0]["content"].split("\n- ")[0] for r in out[1:]]
     assert heads[0] == heads[1] == "Tools:\n" + STATIC  # the same static text first
@@ -121,8 +126,9 @@ def requests(draw: st.DrawFn) -> list[tuple[list[dict[str, Any]], list[Any] | No
         for _ in range(draw(st.integers(0, 3))):
             role = draw(st.sampled_from(["user", "assistant", "tool", "developer"]))
             messages.append({"role": role, "content": end.join(draw(st.lists(line, max_size=3)))})
-        tools = [{"type": "function", "function": {"name": n}} for n in
-                 draw(st.permutations(tool_names))] or None  # fmt: skip
+        tools = [
+            {"type": "function", "function": {"name": n}} for n in draw(st.permutations(tool_names))
+        ] or None
         out.append((messages, tools))
     return out
 

@@ -31,8 +31,12 @@ def stabilizer(**settings: object) -> GatewayStabilizer:
 
 
 def body(n: int) -> dict[str, object]:
-    return {"messages": [{"role": "system", "content": f"Time: 10:00:0{n}\n{STATIC}"},
-                         {"role": "user", "content": "hi"}]}  # fmt: skip
+    return {
+        "messages": [
+            {"role": "system", "content": f"Time: 10:00:0{n}\n{STATIC}"},
+            {"role": "user", "content": "hi"},
+        ]
+    }
 
 
 def test_modes_per_tenant_and_the_header_only_lowers_them() -> None:
@@ -70,9 +74,16 @@ def _records(url: str, rows: list[dict[str, object]]) -> None:
         try:
             async with session_factory(engine)() as db:
                 for row in rows:
-                    db.add(CacheRecord(user_id=f"{row['tenant_id']}/u", endpoint="gateway",
-                                       agent_type="unlabelled", tier="unknown", ttft=0.1,
-                                       **row))  # fmt: skip
+                    db.add(
+                        CacheRecord(
+                            user_id=f"{row['tenant_id']}/u",
+                            endpoint="gateway",
+                            agent_type="unlabelled",
+                            tier="unknown",
+                            ttft=0.1,
+                            **row,
+                        )
+                    )
                 await db.commit()
         finally:
             await engine.dispose()
@@ -83,25 +94,50 @@ def _records(url: str, rows: list[dict[str, object]]) -> None:
 def test_stats_show_each_family_observed_and_predicted(client: Client) -> None:
     test_client, headers, url = client
     common = {"tenant_id": "acme", "family": "timestamp-app", "prompt_tokens": 1000}
-    _records(url, [
-        {**common, "cached_tokens": 0, "stabilize": "shadow", "rewritten": False,
-         "predicted_original": 0, "predicted_stabilized": 0},
-        {**common, "cached_tokens": 100, "stabilize": "shadow", "rewritten": False,
-         "predicted_original": 100, "predicted_stabilized": 900,
-         "moved_shapes": json.dumps(["Time: #:#:#"])},
-        {**common, "cached_tokens": 900, "stabilize": "on", "rewritten": True,
-         "predicted_original": 100, "predicted_stabilized": 900},
-        {**common, "tenant_id": "other", "cached_tokens": 0, "moved_shapes": '["secret"]'},
-        {"tenant_id": "acme", "prompt_tokens": 10, "cached_tokens": 0},  # not a gateway family
-    ])  # fmt: skip
+    _records(
+        url,
+        [
+            {
+                **common,
+                "cached_tokens": 0,
+                "stabilize": "shadow",
+                "rewritten": False,
+                "predicted_original": 0,
+                "predicted_stabilized": 0,
+            },
+            {
+                **common,
+                "cached_tokens": 100,
+                "stabilize": "shadow",
+                "rewritten": False,
+                "predicted_original": 100,
+                "predicted_stabilized": 900,
+                "moved_shapes": json.dumps(["Time: #:#:#"]),
+            },
+            {
+                **common,
+                "cached_tokens": 900,
+                "stabilize": "on",
+                "rewritten": True,
+                "predicted_original": 100,
+                "predicted_stabilized": 900,
+            },
+            {**common, "tenant_id": "other", "cached_tokens": 0, "moved_shapes": '["secret"]'},
+            {"tenant_id": "acme", "prompt_tokens": 10, "cached_tokens": 0},  # not a gateway family
+        ],
+    )
     answer = test_client.get("/stats", headers=headers)
     assert answer.status_code == 200
     (family,) = answer.json()["families"]
     assert family == {
-        "family": "timestamp-app", "requests": 3, "rewritten": 1,
-        "hit_rate": pytest.approx(1000 / 3000), "predicted_hit_rate": pytest.approx(200 / 3000),
-        "stabilized_hit_rate": pytest.approx(1800 / 3000), "moves": ["Time: #:#:#"],
-    }  # fmt: skip
+        "family": "timestamp-app",
+        "requests": 3,
+        "rewritten": 1,
+        "hit_rate": pytest.approx(1000 / 3000),
+        "predicted_hit_rate": pytest.approx(200 / 3000),
+        "stabilized_hit_rate": pytest.approx(1800 / 3000),
+        "moves": ["Time: #:#:#"],
+    }
 
 
 def test_each_app_fixed_by_hand_has_the_same_lines() -> None:

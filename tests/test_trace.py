@@ -19,13 +19,21 @@ def test_plain_batch_and_response_forms(tmp_path: Path) -> None:
     msgs = [{"role": "user", "content": "hi"}]
     path = _write(
         tmp_path / "t.jsonl",
-        {"messages": msgs, "model": "m", "cache_salt": "t1", "agent": "a",
-         "usage": {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}}},
+        {
+            "messages": msgs,
+            "model": "m",
+            "cache_salt": "t1",
+            "agent": "a",
+            "usage": {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}},
+        },
         "",
-        {"custom_id": "x", "body": {"messages": msgs, "metadata": {"agent": "b"}},
-         "response": {"usage": {"prompt_tokens": 7, "completion_tokens": 2}}},
+        {
+            "custom_id": "x",
+            "body": {"messages": msgs, "metadata": {"agent": "b"}},
+            "response": {"usage": {"prompt_tokens": 7, "completion_tokens": 2}},
+        },
         {"request": {"messages": msgs, "user": "c"}, "labels": {"arm": "naive"}},
-    )  # fmt: skip
+    )
     a, b, c = read_trace(path)
     assert (a.agent, a.cache_salt, a.prompt_tokens, a.cached_tokens, a.line) == (
         "a",
@@ -35,17 +43,30 @@ def test_plain_batch_and_response_forms(tmp_path: Path) -> None:
         1,
     )
     assert (b.agent, b.prompt_tokens, b.cached_tokens, b.completion_tokens, b.line) == (
-        "b", 7, None, 2, 3,
-    )  # fmt: skip
+        "b",
+        7,
+        None,
+        2,
+        3,
+    )
     assert c.agent == "c" and c.labels == {"arm": "naive"}
 
 
 def test_round_trip(tmp_path: Path) -> None:
     record = TraceRecord(
-        messages=({"role": "system", "content": "s"},), model="m", cache_salt="x", agent="a",
-        session="s1", time=1.5, prompt_tokens=9, cached_tokens=0, completion_tokens=3,
-        ttft=0.2, prompt_token_ids=(1, 2, 3), labels={"k": "v"},
-    )  # fmt: skip
+        messages=({"role": "system", "content": "s"},),
+        model="m",
+        cache_salt="x",
+        agent="a",
+        session="s1",
+        time=1.5,
+        prompt_tokens=9,
+        cached_tokens=0,
+        completion_tokens=3,
+        ttft=0.2,
+        prompt_token_ids=(1, 2, 3),
+        labels={"k": "v"},
+    )
     with TraceWriter(tmp_path / "out" / "t.jsonl") as writer:
         writer.write(record)
     (back,) = read_trace(tmp_path / "out" / "t.jsonl")

@@ -29,6 +29,7 @@ from .errors import (
     UnknownAgentWarning,
 )
 from .prompts.compose import DYNAMIC_HEADER, OptimizedPrompt, PromptComposer, StaticLayers
+from .prompts.inputs import PromptInputs
 from .prompts.library import (
     PromptLibrary,
     compose_prompt,
@@ -125,6 +126,7 @@ __all__ = [
     "PrefixCacheError",
     "PromptComposer",
     "PromptError",
+    "PromptInputs",
     "PromptLibrary",
     "PromptNotFoundError",
     "PromptRegistry",

@@ -258,9 +258,14 @@ class FleetSettings(_Section):
     #: their replica and balances new ones (cache_aware misroutes agents that share one
     #: base prompt: see docs/fleet.md)
     policy: Literal[
-        "random", "round_robin", "cache_aware", "kv_aware", "power_of_two",
-        "consistent_hash", "sticky_least_loaded",
-    ] = "sticky_least_loaded"  # fmt: skip
+        "random",
+        "round_robin",
+        "cache_aware",
+        "kv_aware",
+        "power_of_two",
+        "consistent_hash",
+        "sticky_least_loaded",
+    ] = "sticky_least_loaded"
     router_host: str = "127.0.0.1"
     #: the port clients use (point llm.vllm.base_url at http://router_host:router_port)
     router_port: int = Field(default=8200, ge=1, le=65535)
@@ -270,9 +275,13 @@ class FleetSettings(_Section):
     replica_base_port: int = Field(default=8201, ge=1, le=65535)
     #: fail over in seconds, not minutes (the router's defaults: 10 failures, 3 x 60 s)
     router_args: tuple[str, ...] = (
-        "--cb-failure-threshold", "2", "--health-check-interval-secs", "2",
-        "--health-failure-threshold", "2",
-    )  # fmt: skip
+        "--cb-failure-threshold",
+        "2",
+        "--health-check-interval-secs",
+        "2",
+        "--health-failure-threshold",
+        "2",
+    )
     #: GiB of KV cache per replica (CPU); empty: llm.vllm.cpu_kvcache_space_gib
     kv_space_gib: int | None = Field(default=None, ge=1, le=1024)
     #: give replica i CPU core i (VLLM_CPU_OMP_THREADS_BIND), when there are enough cores

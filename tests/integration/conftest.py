@@ -83,9 +83,11 @@ def service(
 ) -> Iterator[ServiceProcess]:
     """`prefixcache serve` in front of the session's engine, on 127.0.0.1."""
     proc = ServiceProcess(
-        tmp_path_factory.mktemp("service"), engine.base_url,
-        default_max_tokens=4, rate_limit_per_minute=0,
-    )  # fmt: skip
+        tmp_path_factory.mktemp("service"),
+        engine.base_url,
+        default_max_tokens=4,
+        rate_limit_per_minute=0,
+    )
     proc.start()
     try:
         yield proc

@@ -48,8 +48,10 @@ class ServiceProcess:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "prefixcache", "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def key(self, tenant: str, user: str, *extra: str) -> str:
         result = self.cli("keys", "create", "--tenant", tenant, "--user", user, *extra)
@@ -60,8 +62,10 @@ class ServiceProcess:
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "prefixcache", "--config", str(self.config), "serve"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -78,8 +78,15 @@ def test_arms_reuse_exactly_what_they_should(
     assert all(r.completion_tokens == 2 for run in (no_reuse, optimized) for r in run.tasks)
 
     settings = BenchSettings(scenarios=("mixed",), max_tokens=2)
-    env = environment(engine_version="test", model=engine.model, block_size=block_size, device="cpu",
-                      base_url=engine.base_url, settings=settings, command="pytest")  # fmt: skip
+    env = environment(
+        engine_version="test",
+        model=engine.model,
+        block_size=block_size,
+        device="cpu",
+        base_url=engine.base_url,
+        settings=settings,
+        command="pytest",
+    )
     all_grids = grids([no_reuse, naive, optimized, warmed], live_library.tiers, settings)
     paths = save(tmp_path / "out", env, [no_reuse, naive, optimized, warmed], all_grids)
     assert [p.name for p in paths] == [

@@ -56,8 +56,13 @@ def test_analyze_predicted_equals_measured(engine: LocalEngine) -> None:
 def test_doctor_passes_on_the_embedded_engine(engine: LocalEngine) -> None:
     result = cli("doctor", "--base-url", engine.base_url)
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("server reachable", "prefix caching enabled", "cached-token reporting",
-                 "chat template stable", "live two-request test"):  # fmt: skip
+    for name in (
+        "server reachable",
+        "prefix caching enabled",
+        "cached-token reporting",
+        "chat template stable",
+        "live two-request test",
+    ):
         assert f"PASS {name}" in result.stdout
 
 

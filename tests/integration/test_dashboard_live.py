@@ -32,9 +32,12 @@ def recording_service(
 ) -> Iterator[ServiceProcess]:
     """A service that records prompt text (for the breaks), in front of the engine."""
     proc = ServiceProcess(
-        tmp_path_factory.mktemp("dashboard"), engine.base_url,
-        default_max_tokens=4, rate_limit_per_minute=0, record_prompts="true",
-    )  # fmt: skip
+        tmp_path_factory.mktemp("dashboard"),
+        engine.base_url,
+        default_max_tokens=4,
+        rate_limit_per_minute=0,
+        record_prompts="true",
+    )
     proc.start()
     try:
         yield proc
@@ -59,11 +62,15 @@ def _traffic(service: ServiceProcess, key: str) -> None:
             answer = http.post(
                 "/v1/chat/completions",
                 headers={"x-agent-type": "release-bot"},
-                json={"model": service_model(http), "max_tokens": 2, "messages": [
-                    {"role": "system", "content": f"Now: {stamp}\n{STATIC}"},
-                    {"role": "user", "content": "Check release 4.2."},
-                ]},
-            )  # fmt: skip
+                json={
+                    "model": service_model(http),
+                    "max_tokens": 2,
+                    "messages": [
+                        {"role": "system", "content": f"Now: {stamp}\n{STATIC}"},
+                        {"role": "user", "content": "Check release 4.2."},
+                    ],
+                },
+            )
             assert answer.status_code == 200, answer.text
 
 
@@ -159,8 +166,9 @@ def test_the_dashboard_shows_what_stats_says(recording_service: ServiceProcess) 
         # another user of the tenant, without an admin key: the same figures, but not
         # dora's prompt text, nor the engine-wide counters and replica addresses
         eve = service.key("dash", "eve")
-        other = httpx.get(f"{service.url}/dashboard?refresh=0",
-                          headers={"Authorization": f"Bearer {eve}"}).text  # fmt: skip
+        other = httpx.get(
+            f"{service.url}/dashboard?refresh=0", headers={"Authorization": f"Bearer {eve}"}
+        ).text
         assert 'id="total-requests" data-value="7"' in other
         assert "2026-11-27T10:04:39Z" not in other and 'class="brk"' not in other
         assert 'id="replicas-note"' in other and 'class="replica"' not in other
@@ -191,8 +199,9 @@ def test_export_trace_then_explain(recording_service: ServiceProcess, tmp_path: 
     result = service.cli("export-trace", "--out", str(out), "--tenant", "dash")
     assert result.returncode == 0, result.stderr
     assert len(out.read_text().splitlines()) == 7
-    result = service.cli("explain", str(out), "--format", "markdown", "--base-url",
-                         service_engine_url(service))  # fmt: skip
+    result = service.cli(
+        "explain", str(out), "--format", "markdown", "--base-url", service_engine_url(service)
+    )
     assert result.returncode == 0, result.stderr
     assert "release-bot" in result.stdout and "date-time" in result.stdout
     missing = service.cli("export-trace", "--out", str(out), "--tenant", "nobody")

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "prefixcache", *args], capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "prefixcache", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.cause)
@@ -50,15 +51,33 @@ def test_each_cause_through_the_servers_tokenizer(
 @pytest.fixture(scope="module")
 def bench_trace(engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench-trace")
-    result = cli("bench", "--scenario", "single", "--arms", "naive,optimized",
-                 "--base-url", engine.base_url, "--out", str(out))  # fmt: skip
+    result = cli(
+        "bench",
+        "--scenario",
+        "single",
+        "--arms",
+        "naive,optimized",
+        "--base-url",
+        engine.base_url,
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return out / "trace.jsonl"
 
 
 def _explain(trace: Path, engine: LocalEngine, *extra: str) -> dict[str, Any]:
-    result = cli("explain", str(trace), "--base-url", engine.base_url, "--format", "json",
-                 "--out", str(trace.with_suffix(".explain.json")), *extra)  # fmt: skip
+    result = cli(
+        "explain",
+        str(trace),
+        "--base-url",
+        engine.base_url,
+        "--format",
+        "json",
+        "--out",
+        str(trace.with_suffix(".explain.json")),
+        *extra,
+    )
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(trace.with_suffix(".explain.json").read_text())
     return data
@@ -82,8 +101,16 @@ def test_explain_points_the_naive_arm_at_its_dynamic_fields(
     optimized = _explain(bench_trace, engine, "--label", "arm=optimized")
     assert optimized["tokens_lost"] == 0 and not optimized["worst_breaks"]
     assert optimized["hit_rate"] > naive["hit_rate"] + 0.3
-    failing = cli("explain", str(bench_trace), "--base-url", engine.base_url, "--label",
-                  "arm=naive", "--fail-under", "50")  # fmt: skip
+    failing = cli(
+        "explain",
+        str(bench_trace),
+        "--base-url",
+        engine.base_url,
+        "--label",
+        "arm=naive",
+        "--fail-under",
+        "50",
+    )
     assert failing.returncode == 1 and "under --fail-under 50%" in failing.stderr
 
 
@@ -91,8 +118,16 @@ def test_simulate_predicts_every_request_of_the_benchmark(
     bench_trace: Path, engine: LocalEngine
 ) -> None:
     out = bench_trace.with_suffix(".simulate.json")
-    result = cli("simulate", str(bench_trace), "--base-url", engine.base_url, "--format",
-                 "json", "--out", str(out))  # fmt: skip
+    result = cli(
+        "simulate",
+        str(bench_trace),
+        "--base-url",
+        engine.base_url,
+        "--format",
+        "json",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     versus = data["measured"]

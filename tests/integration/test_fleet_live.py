@@ -30,13 +30,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     # outside the kernel's ephemeral range: nothing can take them before the servers start
     router, prometheus, base = free_ports(3, span=2)
     config = VLLMConfig(
-        device="cpu", state_dir=tmp_path_factory.mktemp("fleet-state"),
-        model_cache_dir=default_home() / "models", request_timeout_s=300,
-    )  # fmt: skip
+        device="cpu",
+        state_dir=tmp_path_factory.mktemp("fleet-state"),
+        model_cache_dir=default_home() / "models",
+        request_timeout_s=300,
+    )
     settings = FleetSettings(
-        replicas=2, router_port=router, prometheus_port=prometheus,
-        replica_base_port=base, kv_space_gib=1,
-    )  # fmt: skip
+        replicas=2,
+        router_port=router,
+        prometheus_port=prometheus,
+        replica_base_port=base,
+        kv_space_gib=1,
+    )
     local = Fleet(config, settings, progress=print)
     with local:
         yield local
@@ -82,8 +87,9 @@ def test_sessions_stay_on_their_replica_and_warming_reaches_all(fleet: Fleet) ->
 
     async def warm_all() -> None:
         for replica in fleet.replicas:
-            async with LLMInterface(ClientSettings(base_url=replica.base_url,
-                                                   served_model_name="smollm2-135m-instruct")) as llm:  # fmt: skip
+            async with LLMInterface(
+                ClientSettings(base_url=replica.base_url, served_model_name="smollm2-135m-instruct")
+            ) as llm:
                 await warm_prefixes(
                     llm, library, ["frontend-engineer", "code-reviewer"], cache_salt="t1"
                 )
@@ -111,17 +117,22 @@ def test_the_dashboard_shows_each_replica_behind_the_router(fleet: Fleet, tmp_pa
     proc.start()
     try:
         key = proc.key("fleet", "ops", "--admin")  # replicas are shown to admins only
-        page = httpx.get(f"{proc.url}/dashboard?refresh=0", timeout=60,
-                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        page = httpx.get(
+            f"{proc.url}/dashboard?refresh=0",
+            timeout=60,
+            headers={"Authorization": f"Bearer {key}"},
+        )
         stats = fleet.replica_stats()  # no traffic in between: the same counters
     finally:
         proc.stop()
     assert page.status_code == 200, page.text[:500]
     assert "replicas behind vllm-router" in page.text
-    rows = dict(re.findall(
-        r'<tr class="replica" data-key="([^"]+)">.*?<td class="replica-hits">([^<]+)</td>',
-        page.text,
-    ))  # fmt: skip
+    rows = dict(
+        re.findall(
+            r'<tr class="replica" data-key="([^"]+)">.*?<td class="replica-hits">([^<]+)</td>',
+            page.text,
+        )
+    )
     assert sorted(rows) == sorted(r.base_url for r in fleet.replicas)
     for replica, figures in zip(fleet.replicas, stats, strict=True):
         assert figures is not None and figures.hits > 0

@@ -22,6 +22,7 @@ from prefixcache.llm.inspector import EngineInspector
 from prefixcache.llm.interface import LLMInterface
 from prefixcache.llm.metrics import CacheMetricsRecorder
 from prefixcache.llm.models import LLMRequest, LLMResponse, Message
+from prefixcache.prompts.inputs import PromptInputs
 from prefixcache.prompts.sizes import TYPICAL_CALL
 from prefixcache.settings import VLLMConfig
 
@@ -58,7 +59,7 @@ def salt() -> str:
 def test_repeated_optimized_prompt_gets_exactly_the_predicted_cached_tokens(
     engine: LocalEngine, live_library: PromptLibrary, block_size: int
 ) -> None:
-    text = live_library.compose_prompt(agent_type="frontend-engineer", **TYPICAL_CALL).text
+    text = live_library.compose(TYPICAL_CALL, agent_type="frontend-engineer").text
     messages = system_user(text, "Add a loading spinner to the dashboard.")
     prompt_tokens = len(tokens(engine, messages))
     s = salt()
@@ -79,11 +80,11 @@ def test_different_dynamic_suffixes_still_share_the_prefix(
     engine: LocalEngine, live_library: PromptLibrary, block_size: int
 ) -> None:
     first = system_user(
-        live_library.compose_prompt(agent_type="code-reviewer", **TYPICAL_CALL).text,
+        live_library.compose(TYPICAL_CALL, agent_type="code-reviewer").text,
         "Review the login change.",
     )
     second = system_user(
-        live_library.compose_prompt(agent_type="code-reviewer", **OTHER_CALL).text,
+        live_library.compose(OTHER_CALL, agent_type="code-reviewer").text,
         "Review the build script.",
     )
     a, b = tokens(engine, first), tokens(engine, second)
@@ -103,8 +104,8 @@ def test_naive_layout_dynamic_first_gets_no_reuse(
 ) -> None:
     static = live_library.compose_prompt(agent_type="frontend-engineer").prefix
 
-    def naive(call: dict[str, Any]) -> str:
-        dynamic = live_library.compose_prompt(agent_type="frontend-engineer", **call).suffix
+    def naive(call: PromptInputs) -> str:
+        dynamic = live_library.compose(call, agent_type="frontend-engineer").suffix
         return dynamic + "\n" + static  # the common layout: context first, then the big prompt
 
     first = system_user(naive(TYPICAL_CALL), "Fix the header.")

@@ -24,8 +24,9 @@ def test_engine_stopped_mid_run_then_back(
     engine: LocalEngine, service: ServiceProcess, tmp_path: Path
 ) -> None:
     # beside it, a service that warms: it must warm the restarted engine by itself
-    warming = ServiceProcess(tmp_path, engine.base_url, rate_limit_per_minute=0,
-                             warm="{enabled: true}")  # fmt: skip
+    warming = ServiceProcess(
+        tmp_path, engine.base_url, rate_limit_per_minute=0, warm="{enabled: true}"
+    )
     warm_key = warming.key("rewarm", "u")
     warming.start()
     try:
@@ -48,9 +49,15 @@ def _stopped_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
     async def client(number: int) -> None:
         async with httpx.AsyncClient(timeout=120) as http:
             for turn in range(6):
-                answer = await http.post(f"{service.url}/chat", headers=headers, json={
-                    "message": f"turn {turn}", "session_id": f"fault-{number}", "max_tokens": 24,
-                })  # fmt: skip
+                answer = await http.post(
+                    f"{service.url}/chat",
+                    headers=headers,
+                    json={
+                        "message": f"turn {turn}",
+                        "session_id": f"fault-{number}",
+                        "max_tokens": 24,
+                    },
+                )
                 codes.append(answer.status_code)
                 if answer.status_code == 503:
                     assert answer.headers["retry-after"] == "5"
@@ -72,14 +79,22 @@ def _stopped_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
             "select count(*) from messages where status = 'failed' and session_id like '%/fault-%'"
         ).fetchone()[0]
     assert failed == codes.count(503)  # every refused turn is kept, marked failed
-    down = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, timeout=60,
-                      json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1})  # fmt: skip
+    down = httpx.post(
+        f"{service.url}/v1/chat/completions",
+        headers=headers,
+        timeout=60,
+        json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
+    )
     assert down.status_code == 503
     assert httpx.get(f"{service.url}/ready").status_code == 503
 
     engine.start()  # the same port: the service is not restarted
-    again = httpx.post(f"{service.url}/chat", headers=headers, timeout=120,
-                       json={"message": "back?", "session_id": "fault-0", "max_tokens": 2})  # fmt: skip
+    again = httpx.post(
+        f"{service.url}/chat",
+        headers=headers,
+        timeout=120,
+        json={"message": "back?", "session_id": "fault-0", "max_tokens": 2},
+    )
     assert again.status_code == 200, again.text
     assert httpx.get(f"{service.url}/ready").status_code == 200
     print(

@@ -38,35 +38,55 @@ def test_parallel_turns_replay_each_question_with_its_own_answer(
 ) -> None:
     """10 turns sent at once to one session, then 3 more: every later prompt holds each
     earlier question followed by the very reply stored for it."""
-    proc = ServiceProcess(tmp_path, engine.base_url, rate_limit_per_minute=0,
-                          record_prompts="true", default_max_tokens=6)  # fmt: skip
+    proc = ServiceProcess(
+        tmp_path,
+        engine.base_url,
+        rate_limit_per_minute=0,
+        record_prompts="true",
+        default_max_tokens=6,
+    )
     key = proc.key("para", "u")
     proc.start()
     try:
 
         async def burst() -> list[int]:
             async with httpx.AsyncClient(timeout=180) as http:
-                answers = await asyncio.gather(*(
-                    http.post(f"{proc.url}/chat", headers=auth(key), json={
-                        "message": f"Question {i}: name a colour.", "session_id": "shared",
-                        "temperature": 0.7 + i / 100,
-                    }) for i in range(10)
-                ))  # fmt: skip
+                answers = await asyncio.gather(
+                    *(
+                        http.post(
+                            f"{proc.url}/chat",
+                            headers=auth(key),
+                            json={
+                                "message": f"Question {i}: name a colour.",
+                                "session_id": "shared",
+                                "temperature": 0.7 + i / 100,
+                            },
+                        )
+                        for i in range(10)
+                    )
+                )
             return [a.status_code for a in answers]
 
         assert asyncio.run(burst()) == [200] * 10
         for i in range(10, 13):
-            later = httpx.post(f"{proc.url}/chat", headers=auth(key), timeout=180,
-                               json={"message": f"Question {i}: and now?", "session_id": "shared"})  # fmt: skip
+            later = httpx.post(
+                f"{proc.url}/chat",
+                headers=auth(key),
+                timeout=180,
+                json={"message": f"Question {i}: and now?", "session_id": "shared"},
+            )
             assert later.status_code == 200, later.text
         time.sleep(1.5)  # records are written in batches
     finally:
         proc.stop()
     with sqlite3.connect(proc.db) as db:
         rows = db.execute("select id, role, content, reply_to from messages order by id").fetchall()
-        prompts = [json.loads(p) for (p,) in db.execute(
-            "select prompt from cache_records where endpoint = 'chat' order by id"
-        )]  # fmt: skip
+        prompts = [
+            json.loads(p)
+            for (p,) in db.execute(
+                "select prompt from cache_records where endpoint = 'chat' order by id"
+            )
+        ]
     question = {i: c for i, r, c, _ in rows if r == "user"}
     answer_of = {question[to]: c for _, r, c, to in rows if r == "assistant"}
     assert len(answer_of) == 13
@@ -85,15 +105,30 @@ def test_parallel_turns_replay_each_question_with_its_own_answer(
 
 def test_a_session_keeps_its_agent(service: ServiceProcess) -> None:
     key = service.key("acme", "keeper")
-    first = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120,
-                       json={"message": "Plan the API.", "agent_type": "backend-engineer"}).json()  # fmt: skip
+    first = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "Plan the API.", "agent_type": "backend-engineer"},
+    ).json()
     session = first["session_id"]
-    follow = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120,
-                        json={"message": "Go on.", "session_id": session}).json()  # fmt: skip
+    follow = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "Go on.", "session_id": session},
+    ).json()
     assert follow["agent_type"] == "backend-engineer"
-    switched = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120, json={
-        "message": "Review it.", "session_id": session, "agent_type": "code-reviewer",
-    }).json()  # fmt: skip
+    switched = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={
+            "message": "Review it.",
+            "session_id": session,
+            "agent_type": "code-reviewer",
+        },
+    ).json()
     assert switched["agent_type"] == "code-reviewer"
     detail = httpx.get(f"{service.url}/sessions/{session}", headers=auth(key)).json()
     assert detail["agent_type"] == "code-reviewer"
@@ -102,9 +137,10 @@ def test_a_session_keeps_its_agent(service: ServiceProcess) -> None:
 def _engine_prompt_tokens(engine: LocalEngine) -> float:
     text = httpx.get(f"{engine.base_url}/metrics", timeout=10).text
     return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
         if line.startswith("vllm:prompt_tokens_total")
-    )  # fmt: skip
+    )
 
 
 def test_the_hostile_batch_reaches_nothing(engine: LocalEngine, service: ServiceProcess) -> None:
@@ -130,15 +166,20 @@ def test_the_hostile_batch_reaches_nothing(engine: LocalEngine, service: Service
 def test_a_gateway_stream_past_its_deadline_ends_with_an_error_event(
     engine: LocalEngine, tmp_path: Path
 ) -> None:
-    proc = ServiceProcess(tmp_path, engine.base_url, rate_limit_per_minute=0,
-                          gateway="{stream_deadline_s: 0.3}")  # fmt: skip
+    proc = ServiceProcess(
+        tmp_path, engine.base_url, rate_limit_per_minute=0, gateway="{stream_deadline_s: 0.3}"
+    )
     key = proc.key("slow", "u")
     proc.start()
     try:
-        body = {"messages": [{"role": "user", "content": "Tell a very long story."}],
-                "max_tokens": 2000, "stream": True}  # fmt: skip
-        with httpx.stream("POST", f"{proc.url}/v1/chat/completions", headers=auth(key),
-                          json=body, timeout=120) as answer:  # fmt: skip
+        body = {
+            "messages": [{"role": "user", "content": "Tell a very long story."}],
+            "max_tokens": 2000,
+            "stream": True,
+        }
+        with httpx.stream(
+            "POST", f"{proc.url}/v1/chat/completions", headers=auth(key), json=body, timeout=120
+        ) as answer:
             assert answer.status_code == 200
             lines = [line for line in answer.iter_lines() if line.startswith("data: ")]
         errors = [json.loads(line[6:]) for line in lines if '"error"' in line]
@@ -167,23 +208,38 @@ def test_the_readme_service_steps_on_a_brand_new_home(engine: LocalEngine, tmp_p
     exist yet, no config file: the folder is created private, the key works."""
     home = tmp_path / "brand" / "new"
     port = _free_port()
-    env = {**os.environ, "PREFIXCACHE_HOME": str(home),
-           "PREFIXCACHE_LLM__VLLM__BASE_URL": engine.base_url,
-           "PREFIXCACHE_SERVICE__PORT": str(port),
-           # the steps, not the warm-up (tested in test_warm_live): 20 s less of the suite
-           "PREFIXCACHE_SERVICE__WARM__ENABLED": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFIXCACHE_HOME": str(home),
+        "PREFIXCACHE_LLM__VLLM__BASE_URL": engine.base_url,
+        "PREFIXCACHE_SERVICE__PORT": str(port),
+        # the steps, not the warm-up (tested in test_warm_live): 20 s less of the suite
+        "PREFIXCACHE_SERVICE__WARM__ENABLED": "false",
+    }
     env.pop("PREFIXCACHE_CONFIG", None)
     run = [sys.executable, "-m", "prefixcache"]
-    created = subprocess.run([*run, "keys", "create", "--tenant", "acme", "--user", "alice"],
-                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    created = subprocess.run(
+        [*run, "keys", "create", "--tenant", "acme", "--user", "alice"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     folder = home / "service"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "service.db").stat().st_mode) == 0o600
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([*run, "serve"], env=env, cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*run, "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     log.close()
     try:
         url = f"http://127.0.0.1:{port}"
@@ -195,9 +251,15 @@ def test_the_readme_service_steps_on_a_brand_new_home(engine: LocalEngine, tmp_p
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        answer = httpx.post(f"{url}/chat", headers=auth(key), timeout=120, json={
-            "message": "Add a dark mode toggle.", "agent_type": "frontend-engineer",
-        })  # fmt: skip
+        answer = httpx.post(
+            f"{url}/chat",
+            headers=auth(key),
+            timeout=120,
+            json={
+                "message": "Add a dark mode toggle.",
+                "agent_type": "frontend-engineer",
+            },
+        )
         assert answer.status_code == 200, answer.text
         assert answer.json()["cache"]["prompt_tokens"] > 1000
         assert stat.S_IMODE((folder / "service.secret").stat().st_mode) == 0o600
@@ -216,8 +278,12 @@ def test_two_instances_on_one_postgresql(
     the per-minute limit is one limit, and one instance SIGKILLed mid-load leaves the
     other answering with every acknowledged turn in the database."""
     url = postgres.create_database(f"two_{uuid.uuid4().hex[:8]}")
-    common = {"database_url": url, "secret": "two-instances-share-this-secret-0123456789",
-              "rate_limit_per_minute": 90, "default_max_tokens": 2}  # fmt: skip
+    common = {
+        "database_url": url,
+        "secret": "two-instances-share-this-secret-0123456789",
+        "rate_limit_per_minute": 90,
+        "default_max_tokens": 2,
+    }
     a = ServiceProcess(tmp_path / "a", engine.base_url, **common)
     b = ServiceProcess(tmp_path / "b", engine.base_url, **common)
     a.key("duo", "user0")  # one through the CLI (it creates the schema); the rest in process
@@ -240,13 +306,23 @@ def test_two_instances_on_one_postgresql(
                     if killed_at and name == "b":
                         name = "a"
                     try:
-                        answer = await http.post(f"{instances[name]}/chat", headers=auth(key), json={
-                            "message": f"turn {turn}", "session_id": session,
-                        })  # fmt: skip
+                        answer = await http.post(
+                            f"{instances[name]}/chat",
+                            headers=auth(key),
+                            json={
+                                "message": f"turn {turn}",
+                                "session_id": session,
+                            },
+                        )
                     except httpx.HTTPError:
-                        answer = await http.post(f"{instances['a']}/chat", headers=auth(key), json={
-                            "message": f"turn {turn}", "session_id": session,
-                        })  # fmt: skip
+                        answer = await http.post(
+                            f"{instances['a']}/chat",
+                            headers=auth(key),
+                            json={
+                                "message": f"turn {turn}",
+                                "session_id": session,
+                            },
+                        )
                         name = "a"
                     results.append((name, answer.status_code, f"{session}/{turn}"))
 

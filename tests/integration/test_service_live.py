@@ -29,22 +29,32 @@ def auth(key: str) -> dict[str, str]:
 
 def test_chat_turns_reuse_the_session_prefix(service: ServiceProcess) -> None:
     key = service.key("acme", "alice")
-    first = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120,
-                       json={"message": "Add a dark mode toggle.", "agent_type": "frontend-engineer"})  # fmt: skip
+    first = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "Add a dark mode toggle.", "agent_type": "frontend-engineer"},
+    )
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["agent_type"] == "frontend-engineer" and body["tier"] == "TIER_1_DEFAULT"
     session = body["session_id"]
-    second = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120,
-                        json={"message": "Remember the choice.", "session_id": session}).json()  # fmt: skip
+    second = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "Remember the choice.", "session_id": session},
+    ).json()
     # append-only history: the whole first exchange is a cached prefix of the second turn
     assert second["cache"]["cached_tokens"] >= body["cache"]["prompt_tokens"] - 128
     assert second["cache"]["hit_rate"] > 0.9 and second["cache"]["ttft"] > 0
     detail = httpx.get(f"{service.url}/sessions/{session}", headers=auth(key)).json()
     assert [(m["role"], m["status"]) for m in detail["history"]] == [
-        ("user", "complete"), ("assistant", "complete"), ("user", "complete"),
+        ("user", "complete"),
         ("assistant", "complete"),
-    ]  # fmt: skip
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
     assert detail["history"][1]["content"] == body["reply"]
     listed = httpx.get(f"{service.url}/sessions", headers=auth(key)).json()
     assert session in [s["id"] for s in listed]
@@ -53,8 +63,13 @@ def test_chat_turns_reuse_the_session_prefix(service: ServiceProcess) -> None:
 def test_streamed_chat_sends_events_and_keeps_the_reply(service: ServiceProcess) -> None:
     key = service.key("acme", "streamer")
     events: list[tuple[str, dict[str, object]]] = []
-    with httpx.stream("POST", f"{service.url}/chat", headers=auth(key), timeout=120,
-                      json={"message": "Say hi.", "stream": True, "max_tokens": 6}) as response:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "Say hi.", "stream": True, "max_tokens": 6},
+    ) as response:
         assert response.status_code == 200
         event = ""
         for line in response.iter_lines():
@@ -74,9 +89,18 @@ def test_streamed_chat_sends_events_and_keeps_the_reply(service: ServiceProcess)
 def test_a_client_gone_mid_stream_leaves_an_incomplete_turn(service: ServiceProcess) -> None:
     key = service.key("acme", "leaver")
     session = f"leave-{uuid.uuid4().hex[:8]}"
-    with httpx.stream("POST", f"{service.url}/chat", headers=auth(key), timeout=120,
-                      json={"message": "Write a long story.", "stream": True, "max_tokens": 400,
-                            "session_id": session}) as response:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={
+            "message": "Write a long story.",
+            "stream": True,
+            "max_tokens": 400,
+            "session_id": session,
+        },
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("event: token"):
                 break  # the client goes away after the first token
@@ -94,24 +118,42 @@ def test_a_client_gone_mid_stream_leaves_an_incomplete_turn(service: ServiceProc
         ("assistant", "incomplete"),
     ]
     # the session stays usable: the next turn works (the cut exchange is not replayed)
-    again = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120,
-                       json={"message": "Short one.", "session_id": session})  # fmt: skip
+    again = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "Short one.", "session_id": session},
+    )
     assert again.status_code == 200
 
 
 def test_tasks_chain_through_previous_results(service: ServiceProcess) -> None:
     key = service.key("acme", "planner", "--tools", "file_read,run_tests")
-    first = httpx.post(f"{service.url}/tasks", headers=auth(key), timeout=120, json={
-        "agent_type": "backend-engineer", "description": "Design the CSV export endpoint.",
-        "priority": "high", "deadline": "2026-12-01", "required_tools": ["file_read", "shell"],
-    })  # fmt: skip
+    first = httpx.post(
+        f"{service.url}/tasks",
+        headers=auth(key),
+        timeout=120,
+        json={
+            "agent_type": "backend-engineer",
+            "description": "Design the CSV export endpoint.",
+            "priority": "high",
+            "deadline": "2026-12-01",
+            "required_tools": ["file_read", "shell"],
+        },
+    )
     assert first.status_code == 200, first.text
     task = first.json()
     assert task["status"] == "completed" and task["result"] and task["priority"] == "high"
-    second = httpx.post(f"{service.url}/tasks", headers=auth(key), timeout=120, json={
-        "agent_type": "testing-engineer", "description": "Test the export.",
-        "previous_task_id": task["id"],
-    }).json()  # fmt: skip
+    second = httpx.post(
+        f"{service.url}/tasks",
+        headers=auth(key),
+        timeout=120,
+        json={
+            "agent_type": "testing-engineer",
+            "description": "Test the export.",
+            "previous_task_id": task["id"],
+        },
+    ).json()
     assert second["previous_task_id"] == task["id"] and second["session_id"] == task["session_id"]
     assert second["status"] == "completed" and second["cache"]["cached_tokens"] > 0
     fetched = httpx.get(f"{service.url}/tasks/{second['id']}", headers=auth(key)).json()
@@ -175,8 +217,13 @@ def test_tenants_do_not_share_the_cache(
     a = service.key(f"tenant-a-{uuid.uuid4().hex[:6]}", "u")
     b = service.key(f"tenant-b-{uuid.uuid4().hex[:6]}", "u")
     system = live_library.compose_prompt(agent_type="security-auditor", session_id="iso").text
-    body = {"messages": [{"role": "system", "content": system},
-                         {"role": "user", "content": "Audit the export."}], "max_tokens": 2}  # fmt: skip
+    body = {
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Audit the export."},
+        ],
+        "max_tokens": 2,
+    }
 
     def cached(key: str) -> int:
         answer = httpx.post(
@@ -189,16 +236,23 @@ def test_tenants_do_not_share_the_cache(
     assert cached(b) == 0  # the same prompt, another tenant: nothing to time
     assert cached(a) > 3000  # A's own repeat hits
     # a caller cannot pick a salt: a cache_salt in the body is refused, never forwarded
-    chosen = httpx.post(f"{service.url}/v1/chat/completions", headers=auth(b), timeout=120,
-                        json={**body, "cache_salt": "guess"})  # fmt: skip
+    chosen = httpx.post(
+        f"{service.url}/v1/chat/completions",
+        headers=auth(b),
+        timeout=120,
+        json={**body, "cache_salt": "guess"},
+    )
     assert chosen.status_code == 422 and "cache_salt" in chosen.json()["error"]["message"]
 
 
 def test_prompt_beyond_the_context_is_413_with_counts(service: ServiceProcess) -> None:
     key = service.key("acme", "verbose")
-    answer = httpx.post(f"{service.url}/chat", headers=auth(key), timeout=120,
-                        json={"message": "word " * 16000, "max_tokens": 100,
-                              "session_id": "too-long"})  # fmt: skip
+    answer = httpx.post(
+        f"{service.url}/chat",
+        headers=auth(key),
+        timeout=120,
+        json={"message": "word " * 16000, "max_tokens": 100, "session_id": "too-long"},
+    )
     assert answer.status_code == 413
     message = answer.json()["error"]["message"]
     assert "tokens" in message and "context of 8192" in message
@@ -225,10 +279,16 @@ def test_load_200_chats_from_20_clients(service: ServiceProcess) -> None:
         async with httpx.AsyncClient(timeout=300) as http:
             for turn in range(10):
                 started = time.perf_counter()
-                answer = await http.post(f"{service.url}/chat", headers=auth(key), json={
-                    "message": f"Step {turn}: continue the work.", "session_id": session,
-                    "agent_type": agents[number % len(agents)], "max_tokens": 2,
-                })  # fmt: skip
+                answer = await http.post(
+                    f"{service.url}/chat",
+                    headers=auth(key),
+                    json={
+                        "message": f"Step {turn}: continue the work.",
+                        "session_id": session,
+                        "agent_type": agents[number % len(agents)],
+                        "max_tokens": 2,
+                    },
+                )
                 body = answer.json() if answer.status_code == 200 else {}
                 results.append((answer.status_code, time.perf_counter() - started, body))
 
@@ -271,9 +331,15 @@ def test_the_service_survives_sigkill_mid_load(engine: LocalEngine, tmp_path: Pa
         async with httpx.AsyncClient(timeout=60) as http:
             for turn in range(20):
                 try:
-                    answer = await http.post(f"{proc.url}/chat", headers=auth(key), json={
-                        "message": f"turn {turn}", "session_id": session, "max_tokens": 2,
-                    })  # fmt: skip
+                    answer = await http.post(
+                        f"{proc.url}/chat",
+                        headers=auth(key),
+                        json={
+                            "message": f"turn {turn}",
+                            "session_id": session,
+                            "max_tokens": 2,
+                        },
+                    )
                 except httpx.HTTPError:
                     return  # the service is gone
                 if answer.status_code == 200:
@@ -294,14 +360,21 @@ def test_the_service_survives_sigkill_mid_load(engine: LocalEngine, tmp_path: Pa
             rows = db.execute(
                 "select session_id, role, content, status from messages order by id"
             ).fetchall()
-        complete_user_turns = {f"{s.rsplit('/', 1)[-1]}/{c.split()[-1]}" for s, r, c, st in rows
-                               if r == "user" and st == "complete"}  # fmt: skip
+        complete_user_turns = {
+            f"{s.rsplit('/', 1)[-1]}/{c.split()[-1]}"
+            for s, r, c, st in rows
+            if r == "user" and st == "complete"
+        }
         assert set(answered) <= complete_user_turns
         states = ("pending", "complete", "failed", "incomplete", "interrupted")
         assert all(st in states for *_, st in rows)
         # and the service answers again on the recovered database
-        again = httpx.post(f"{proc.url}/chat", headers=auth(key), timeout=60,
-                           json={"message": "after", "session_id": "crash-0", "max_tokens": 2})  # fmt: skip
+        again = httpx.post(
+            f"{proc.url}/chat",
+            headers=auth(key),
+            timeout=60,
+            json={"message": "after", "session_id": "crash-0", "max_tokens": 2},
+        )
         assert again.status_code == 200
     finally:
         proc.stop()

@@ -35,8 +35,12 @@ def wait_warm(proc: ServiceProcess, timeout: float = 240) -> tuple[str, float]:
 
 
 def chat(proc: ServiceProcess, key: str, agent: str, **extra: Any) -> dict[str, Any]:
-    answer = httpx.post(f"{proc.url}/chat", headers=auth(key), timeout=180,
-                        json={"message": "Start.", "agent_type": agent, "max_tokens": 2, **extra})  # fmt: skip
+    answer = httpx.post(
+        f"{proc.url}/chat",
+        headers=auth(key),
+        timeout=180,
+        json={"message": "Start.", "agent_type": agent, "max_tokens": 2, **extra},
+    )
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
     return body
@@ -48,9 +52,10 @@ def engine_idle(engine: LocalEngine, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         text = httpx.get(f"{engine.base_url}/metrics", timeout=10).text
         busy = sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
             if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))
-        )  # fmt: skip
+        )
         if busy == 0:
             return
         time.sleep(0.3)
@@ -69,8 +74,9 @@ def first_and_repeat(
 def test_warm_on_start_for_every_tenant_then_a_new_tenant(
     engine: LocalEngine, block_size: int, tmp_path: Path
 ) -> None:
-    proc = ServiceProcess(tmp_path, engine.base_url, rate_limit_per_minute=0,
-                          warm="{enabled: true}")  # fmt: skip
+    proc = ServiceProcess(
+        tmp_path, engine.base_url, rate_limit_per_minute=0, warm="{enabled: true}"
+    )
     keys = {t: proc.key(t, "u") for t in ("warm-a", "warm-b")}
     proc.start()
     try:
@@ -94,19 +100,25 @@ def test_warm_on_start_for_every_tenant_then_a_new_tenant(
         assert later == "warm 22/22", later
         first, repeat = first_and_repeat(proc, late, "code-skeptic")
         assert first["cached_tokens"] == repeat["cached_tokens"] > 3000, (first, repeat)
-        print(f"\nwarm-up at start: {progress} in {waited:.1f} s (answering meanwhile); first "
-              "/chat of an agent per tenant: "
-              + ", ".join(f"{t} {f['cached_tokens']}/{f['prompt_tokens']}" for t, f in firsts.items())
-              + f"; a tenant created later: its first request {cold['cached_tokens']}, then "
-              f"{first['cached_tokens']}/{first['prompt_tokens']}")  # fmt: skip
+        print(
+            f"\nwarm-up at start: {progress} in {waited:.1f} s (answering meanwhile); first "
+            "/chat of an agent per tenant: "
+            + ", ".join(f"{t} {f['cached_tokens']}/{f['prompt_tokens']}" for t, f in firsts.items())
+            + f"; a tenant created later: its first request {cold['cached_tokens']}, then "
+            f"{first['cached_tokens']}/{first['prompt_tokens']}"
+        )
     finally:
         proc.stop()
 
 
 def test_the_next_agent_hint_prefetches_its_prefix(engine: LocalEngine, tmp_path: Path) -> None:
     """Warm-up leaves everything cold here (a tiny KV share), so only the hint can warm."""
-    proc = ServiceProcess(tmp_path, engine.base_url, rate_limit_per_minute=0,
-                          warm="{enabled: true, kv_fraction: 0.0001}")  # fmt: skip
+    proc = ServiceProcess(
+        tmp_path,
+        engine.base_url,
+        rate_limit_per_minute=0,
+        warm="{enabled: true, kv_fraction: 0.0001}",
+    )
     key = proc.key("hint", "u")
     proc.start()
     try:
@@ -120,8 +132,12 @@ def test_the_next_agent_hint_prefetches_its_prefix(engine: LocalEngine, tmp_path
         engine_idle(engine)  # the prefetch runs after the answer
         hinted, repeat = first_and_repeat(proc, key, "code-skeptic")
         assert hinted["cached_tokens"] == repeat["cached_tokens"], (hinted, repeat)
-        unknown = httpx.post(f"{proc.url}/chat", headers=auth(key), timeout=60,
-                             json={"message": "x", "next_agent_types": ["no-such-agent"]})  # fmt: skip
+        unknown = httpx.post(
+            f"{proc.url}/chat",
+            headers=auth(key),
+            timeout=60,
+            json={"message": "x", "next_agent_types": ["no-such-agent"]},
+        )
         assert unknown.status_code == 422
     finally:
         proc.stop()

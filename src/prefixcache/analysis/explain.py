@@ -170,12 +170,17 @@ class FamilySummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "family": self.family, "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens, "reusable_tokens": self.reusable_tokens,
-            "hit_rate": self.hit_rate, "measured_hit_rate": self.measured_hit_rate,
-            "fixed_hit_rate": self.fixed_hit_rate, "tokens_lost": self.tokens_lost,
-            "breaks": self.breaks, "causes": dict(self.causes.most_common()),
-        }  # fmt: skip
+            "family": self.family,
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "reusable_tokens": self.reusable_tokens,
+            "hit_rate": self.hit_rate,
+            "measured_hit_rate": self.measured_hit_rate,
+            "fixed_hit_rate": self.fixed_hit_rate,
+            "tokens_lost": self.tokens_lost,
+            "breaks": self.breaks,
+            "causes": dict(self.causes.most_common()),
+        }
 
 
 @dataclass
@@ -298,9 +303,16 @@ def _locate(ours: Sequence[Message], theirs: Sequence[Message]) -> tuple[int, in
 
 
 def describe_break(
-    record: TraceRecord, reference: TraceRecord, *, index: int, ref_index: int, family: str,
-    token: int, lost: int, reference_family: str = "",
-) -> Break:  # fmt: skip
+    record: TraceRecord,
+    reference: TraceRecord,
+    *,
+    index: int,
+    ref_index: int,
+    family: str,
+    token: int,
+    lost: int,
+    reference_family: str = "",
+) -> Break:
     """The break between ``record`` and ``reference``: where, the text, the cause."""
     m, char = _locate(record.messages, reference.messages)
     a = message_text(record.messages[m]) if m < len(record.messages) else ""
@@ -313,19 +325,35 @@ def describe_break(
         found = classify(a, b, char)
         diff_cause, ours, theirs = found.cause, found.ours, found.theirs
     return Break(
-        request=index, line=record.line, family=family, reference=ref_index, token=token,
-        message=m, char=char, cause=diff_cause, ours=ours, theirs=theirs,
+        request=index,
+        line=record.line,
+        family=family,
+        reference=ref_index,
+        token=token,
+        message=m,
+        char=char,
+        cause=diff_cause,
+        ours=ours,
+        theirs=theirs,
         before=a[max(0, char - CONTEXT_BEFORE) : char],
-        after_ours=a[char : char + CONTEXT_AFTER], after_theirs=b[char : char + CONTEXT_AFTER],
-        tokens_lost=lost, reference_family=reference_family or family,
-    )  # fmt: skip
+        after_ours=a[char : char + CONTEXT_AFTER],
+        after_theirs=b[char : char + CONTEXT_AFTER],
+        tokens_lost=lost,
+        reference_family=reference_family or family,
+    )
 
 
 def _break_against(
-    records: Sequence[TraceRecord], tokens: Sequence[Sequence[int]],
-    hashes_of: Sequence[Sequence[int]], i: int, ref: int, family: str, block_size: int,
-    need: int, salted: bool = False,
-) -> Break | None:  # fmt: skip
+    records: Sequence[TraceRecord],
+    tokens: Sequence[Sequence[int]],
+    hashes_of: Sequence[Sequence[int]],
+    i: int,
+    ref: int,
+    family: str,
+    block_size: int,
+    need: int,
+    salted: bool = False,
+) -> Break | None:
     """Request ``i``'s break against request ``ref``, if at least ``need`` tokens realign."""
     toks, ref_toks = tokens[i], tokens[ref]
     hashes, ref_hashes = hashes_of[i], hashes_of[ref]
@@ -340,9 +368,15 @@ def _break_against(
     if lost < need:
         return None
     return describe_break(
-        records[i], records[ref], index=i, ref_index=ref, family=family, token=token,
-        lost=lost, reference_family=family_of(records[ref], records[ref].cache_salt if salted else None),
-    )  # fmt: skip
+        records[i],
+        records[ref],
+        index=i,
+        ref_index=ref,
+        family=family,
+        token=token,
+        lost=lost,
+        reference_family=family_of(records[ref], records[ref].cache_salt if salted else None),
+    )
 
 
 def explain(
@@ -403,11 +437,17 @@ def explain(
         last_of_salt[salt] = i
         out.append(
             RequestExplanation(
-                index=i, line=record.line, family=family, salt=salt, prompt_tokens=len(toks),
-                shared_tokens=shared, reusable_tokens=reusable,
-                measured_cached=record.cached_tokens, brk=brk,
+                index=i,
+                line=record.line,
+                family=family,
+                salt=salt,
+                prompt_tokens=len(toks),
+                shared_tokens=shared,
+                reusable_tokens=reusable,
+                measured_cached=record.cached_tokens,
+                brk=brk,
             )
-        )  # fmt: skip
+        )
         summary = families.setdefault(family, FamilySummary(family))
         summary.requests += 1
         summary.prompt_tokens += len(toks)

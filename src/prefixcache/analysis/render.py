@@ -67,8 +67,10 @@ def explain_markdown(report: ExplainReport, worst: int = 5) -> str:
         for n, b in enumerate(breaks, 1):
             out.append(f"### {n}. {break_title(b)}")
             out.append("")
-            out += [f"- `{line}`" if i in (1, 2) else f"- {line}" for i, line in
-                    enumerate(break_lines(b))]  # fmt: skip
+            out += [
+                f"- `{line}`" if i in (1, 2) else f"- {line}"
+                for i, line in enumerate(break_lines(b))
+            ]
             out.append("")
     else:
         out += ["", "No breaks: every request kept what its family shares."]

@@ -194,8 +194,11 @@ class SimReport:
         saved = self.cached_tokens
         n = len(self.results) or 1
         if not prefill_tokens_per_s:
-            return {"prefill_tokens_saved": float(saved), "ttft_saved_mean_s": None,
-                    "gpu_seconds_saved": None}  # fmt: skip
+            return {
+                "prefill_tokens_saved": float(saved),
+                "ttft_saved_mean_s": None,
+                "gpu_seconds_saved": None,
+            }
         seconds = saved / prefill_tokens_per_s
         return {
             "prefill_tokens_saved": float(saved),
@@ -238,9 +241,15 @@ class Simulator:
     """N replicas, each a ``BlockPool``, and a routing policy."""
 
     def __init__(
-        self, *, block_size: int, num_blocks: int, replicas: int = 1,
-        policy: Policy | str = Policy.ROUND_ROBIN, seed: int = 0, concurrency: int = 1,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        block_size: int,
+        num_blocks: int,
+        replicas: int = 1,
+        policy: Policy | str = Policy.ROUND_ROBIN,
+        seed: int = 0,
+        concurrency: int = 1,
+    ) -> None:
         if block_size <= 0:
             raise ValueError(f"block_size must be > 0 (got {block_size})")
         if replicas < 1:
@@ -300,8 +309,11 @@ class Simulator:
         else:
             best = max(range(n), key=lambda r: (self.pools[r].cached_prefix(hashes), -r))
             ratio = self.pools[best].cached_prefix(hashes) / len(hashes) if hashes else 0.0
-            choice = best if ratio > CACHE_THRESHOLD else min(
-                range(n), key=lambda r: (self.pools[r].cached_blocks, r))  # fmt: skip
+            choice = (
+                best
+                if ratio > CACHE_THRESHOLD
+                else min(range(n), key=lambda r: (self.pools[r].cached_blocks, r))
+            )
         recent.append(choice)
         if len(recent) > max(self.concurrency - 1, 0):
             recent.pop(0)
@@ -354,11 +366,15 @@ class Simulator:
 
     def report(self) -> SimReport:
         return SimReport(
-            policy=self.policy, replicas=len(self.pools), block_size=self.block_size,
-            num_blocks=self.num_blocks, results=list(self.results),
+            policy=self.policy,
+            replicas=len(self.pools),
+            block_size=self.block_size,
+            num_blocks=self.num_blocks,
+            results=list(self.results),
             evictions=[p.evictions for p in self.pools],
-            per_replica_requests=list(self._requests), per_replica_cached=list(self._cached),
-        )  # fmt: skip
+            per_replica_requests=list(self._requests),
+            per_replica_cached=list(self._cached),
+        )
 
 
 def requests_from_trace(
@@ -382,9 +398,11 @@ def prefill_rate_from(records: Sequence[TraceRecord]) -> float | None:
     rates = [
         (r.prompt_tokens - (r.cached_tokens or 0)) / r.ttft
         for r in records
-        if r.prompt_tokens and r.ttft and r.ttft > 0
+        if r.prompt_tokens
+        and r.ttft
+        and r.ttft > 0
         and r.prompt_tokens - (r.cached_tokens or 0) >= 64
-    ]  # fmt: skip
+    ]
     return float(statistics.median(rates)) if rates else None
 
 
@@ -405,21 +423,25 @@ class Versus:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "requests": self.requests, "equal": self.equal,
+            "requests": self.requests,
+            "equal": self.equal,
             "predicted_hit_rate": self.predicted_hit_rate,
             "measured_hit_rate": self.measured_hit_rate,
             "first_differences": [
                 {"index": i, "predicted": p, "measured": m} for i, p, m in self.first_differences
             ],
-        }  # fmt: skip
+        }
 
 
 def versus_measured(
     report: SimReport, measured: Sequence[int | None], *, limit: int = 10
 ) -> Versus | None:
     """The simulation beside the cached tokens the server reported (None where unknown)."""
-    rows = [(i, r, m) for i, (r, m) in enumerate(zip(report.results, measured, strict=True))
-            if m is not None]  # fmt: skip
+    rows = [
+        (i, r, m)
+        for i, (r, m) in enumerate(zip(report.results, measured, strict=True))
+        if m is not None
+    ]
     if not rows:
         return None
     prompt = sum(r.prompt_tokens for _, r, _ in rows)
@@ -435,13 +457,23 @@ def versus_measured(
 
 
 def simulate(
-    requests: Sequence[SimRequest], *, block_size: int, num_blocks: int, replicas: int = 1,
-    policy: Policy | str = Policy.ROUND_ROBIN, seed: int = 0, concurrency: int = 1,
-) -> SimReport:  # fmt: skip
+    requests: Sequence[SimRequest],
+    *,
+    block_size: int,
+    num_blocks: int,
+    replicas: int = 1,
+    policy: Policy | str = Policy.ROUND_ROBIN,
+    seed: int = 0,
+    concurrency: int = 1,
+) -> SimReport:
     sim = Simulator(
-        block_size=block_size, num_blocks=num_blocks, replicas=replicas, policy=policy,
-        seed=seed, concurrency=concurrency,
-    )  # fmt: skip
+        block_size=block_size,
+        num_blocks=num_blocks,
+        replicas=replicas,
+        policy=policy,
+        seed=seed,
+        concurrency=concurrency,
+    )
     for request in requests:
         sim.replay(request)
     return sim.report()

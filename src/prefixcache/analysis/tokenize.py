@@ -76,9 +76,14 @@ class ServerTokenizer:
     """``POST /tokenize`` on a vLLM server (chat template applied by the server)."""
 
     def __init__(
-        self, base_url: str, model: str, *, api_key: str | None = None,
-        concurrency: int = 8, timeout_s: float = 60.0,
-    ) -> None:  # fmt: skip
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 60.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key

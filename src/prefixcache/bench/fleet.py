@@ -80,19 +80,27 @@ async def run_sessions(
             request_salt = f"floor-{uuid.uuid4().hex}" if unique_salts else salt
             try:
                 response = await llm.chat_completion(
-                    messages, max_tokens=max_tokens, cache_salt=request_salt,
-                    agent_type=agent, session_id=session_id, ignore_eos=True,
-                )  # fmt: skip
+                    messages,
+                    max_tokens=max_tokens,
+                    cache_salt=request_salt,
+                    agent_type=agent,
+                    session_id=session_id,
+                    ignore_eos=True,
+                )
             except PrefixCacheError:
                 run.errors += 1
                 continue
             run.requests += 1
             run.records.append(
                 TraceRecord.from_response(
-                    messages, response, cache_salt=request_salt, agent=agent,
-                    session=session_id, labels={"run": run.name},
+                    messages,
+                    response,
+                    cache_salt=request_salt,
+                    agent=agent,
+                    session=session_id,
+                    labels={"run": run.name},
                 )
-            )  # fmt: skip
+            )
             run.prompt_tokens += response.prompt_tokens
             run.cached_tokens += response.cached_tokens or 0
             if response.ttft is not None:
@@ -138,9 +146,14 @@ def fleet_benchmark(
         async def go() -> None:
             async with LLMInterface(client) as llm:
                 await run_sessions(
-                    llm, library, plan, run, salt=salt, max_tokens=max_tokens,
+                    llm,
+                    library,
+                    plan,
+                    run,
+                    salt=salt,
+                    max_tokens=max_tokens,
                     unique_salts=bool(kwargs.get("unique")),
-                )  # fmt: skip
+                )
 
         if kwargs.get("warm"):
             asyncio.run(warm_every_replica())
@@ -180,19 +193,38 @@ def fleet_grid(runs: list[FleetRun], replicas: int) -> Grid:
     for run in runs:
         f = run.figures
         per = "/".join(f"{r['requests']:.0f}" if r else "-" for r in f.replicas) if f else "-"
-        rows.append([
-            run.name, pct(f.hit_rate if f else None), pct(run.client_hit_rate), per,
-            num(f.balance_requests if f else None), num(f.balance_prompt_tokens if f else None),
-            num(percentile(run.ttfts, 50)), num(percentile(run.ttfts, 95)),
-            num(run.requests / run.wall if run.wall else None), str(run.errors),
-            num(run.warmup_s, "{:.1f}"),
-        ])  # fmt: skip
+        rows.append(
+            [
+                run.name,
+                pct(f.hit_rate if f else None),
+                pct(run.client_hit_rate),
+                per,
+                num(f.balance_requests if f else None),
+                num(f.balance_prompt_tokens if f else None),
+                num(percentile(run.ttfts, 50)),
+                num(percentile(run.ttfts, 95)),
+                num(run.requests / run.wall if run.wall else None),
+                str(run.errors),
+                num(run.warmup_s, "{:.1f}"),
+            ]
+        )
     return Grid(
         f"Fleet: {replicas} replicas behind vllm-router, the same sessions per policy",
-        ["run", "fleet hit rate", "client hit rate", "requests per replica", "balance (req)",
-         "balance (tokens)", "TTFT p50 s", "TTFT p95 s", "req/s", "errors", "warm-up s"],
+        [
+            "run",
+            "fleet hit rate",
+            "client hit rate",
+            "requests per replica",
+            "balance (req)",
+            "balance (tokens)",
+            "TTFT p50 s",
+            "TTFT p95 s",
+            "req/s",
+            "errors",
+            "warm-up s",
+        ],
         rows,
         "fleet hit rate = sum of the replicas' vllm:prefix_cache_hits_total deltas / "
         "queries deltas; client hit rate = cached / prompt tokens the clients got; balance = "
         "max / mean per replica. Caches reset (/reset_prefix_cache) and a fresh router per run.",
-    )  # fmt: skip
+    )

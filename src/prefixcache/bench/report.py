@@ -188,10 +188,20 @@ def summary_grid(runs: Sequence[ArmRun], default_max_tokens: int, phase: str = "
             row.append(_spread(group, baseline))
         rows.append(row)
     headers = [
-        "scenario", "arm", "requests", "failed", "total s", "warm-up s", "speedup vs no-reuse",
-        "vs reference", "hit rate", "fresh tok/req", "TTFT p50 s", "TTFT p95 s",
+        "scenario",
+        "arm",
+        "requests",
+        "failed",
+        "total s",
+        "warm-up s",
+        "speedup vs no-reuse",
+        "vs reference",
+        "hit rate",
+        "fresh tok/req",
+        "TTFT p50 s",
+        "TTFT p95 s",
         "reuse reached (min)",
-    ]  # fmt: skip
+    ]
     if repeats > 1:
         headers.append(f"spread over {repeats} repeats")
     title = (
@@ -219,9 +229,11 @@ def per_request_grid(runs: Sequence[ArmRun], scenario: str, max_tokens: int) -> 
     arms = [
         r
         for r in runs
-        if r.scenario == scenario and r.max_tokens == max_tokens and r.repeat == 1
+        if r.scenario == scenario
+        and r.max_tokens == max_tokens
+        and r.repeat == 1
         and r.phase == "cold"
-    ]  # fmt: skip
+    ]
     if not arms or scenario == "concurrent":
         return None
     headers = ["#", "agent"]
@@ -256,10 +268,16 @@ def failures_grid(runs: Sequence[ArmRun]) -> Grid | None:
     if not failed:
         return None
     rows = [
-        [x.scenario, x.arm, str(x.repeat), "warm-up" if x.warmup else str(x.index), x.agent_type,
-         (x.error or "")[:160]]
+        [
+            x.scenario,
+            x.arm,
+            str(x.repeat),
+            "warm-up" if x.warmup else str(x.index),
+            x.agent_type,
+            (x.error or "")[:160],
+        ]
         for x in failed
-    ]  # fmt: skip
+    ]
     return Grid(
         f"Failed requests ({len(failed)})",
         ["scenario", "arm", "repeat", "#", "agent", "error"],
@@ -554,23 +572,38 @@ def apps_grid(run: AppsRun) -> Grid:
         failed = sum(1 for r in mine if not r.success)
         rows.append(
             [
-                app, _pct(arm("direct")), _pct(off), _pct(on), _pct(fixed),
+                app,
+                _pct(arm("direct")),
+                _pct(off),
+                _pct(on),
+                _pct(fixed),
                 _s(on / fixed if on is not None and fixed else None, "{:.2f}"),
                 _ratio(on, off),
-                _pct(shadow), _pct(on_all),
+                _pct(shadow),
+                _pct(on_all),
                 "-" if shadow is None or on_all is None else f"{(shadow - on_all) * 100:+.1f}",
                 str(rewrites),
                 " / ".join(_s(ttft[k], "{:.2f}") for k in ("off", "on", "hand-fixed")),
                 str(failed),
             ]
-        )  # fmt: skip
+        )
     return Grid(
         "6. Apps nobody rewrote: the gateway's stabilizer (hit rate after each app's first "
         "two requests)",
         [
-            "app", "direct", "gateway off", "gateway on", "hand-fixed", "on / fixed",
-            "on / off", "shadow predicts on (all)", "on measured (all)", "points",
-            "rewrites (on)", "TTFT p50 s off / on / fixed", "failed",
+            "app",
+            "direct",
+            "gateway off",
+            "gateway on",
+            "hand-fixed",
+            "on / fixed",
+            "on / off",
+            "shadow predicts on (all)",
+            "on measured (all)",
+            "points",
+            "rewrites (on)",
+            "TTFT p50 s off / on / fixed",
+            "failed",
         ],
         rows,
         "Each app's requests went straight to the engine (direct), through the gateway "
@@ -581,7 +614,7 @@ def apps_grid(run: AppsRun) -> Grid:
         "sent its requests unchanged and predicted, block-exact with the engine's "
         "tokenizer, what `on` would get (its /stats, all requests), beside `on`'s "
         "measurement over the same requests.",
-    )  # fmt: skip
+    )
 
 
 def grids(runs: Sequence[ArmRun], tiers: AgentTierMap, settings: BenchSettings) -> list[Grid]:

@@ -35,6 +35,7 @@ from ..llm.interface import LLMInterface
 from ..llm.models import LLMResponse, Message
 from ..llm.trace import TraceRecord, TraceWriter
 from ..llm.warming import Prefetcher, warm_messages
+from ..prompts.inputs import PromptInputs
 from ..prompts.library import PromptLibrary
 from ..prompts.reference import reference_prompt
 from ..prompts.tiers import AgentProfile
@@ -168,20 +169,37 @@ class _Lane:
     ) -> RequestResult:
         """One result row: the response's figures, or a failed row with ``error``."""
         where = RequestResult(
-            scenario=self.scenario, arm=self.arm.name, repeat=self.repeat,
-            max_tokens=max_tokens, index=index, agent_type=profile.agent_type,
-            tier=profile.tier.value, warmup=warmup, prompt_tokens=0, cached_tokens=None,
-            predicted_cached=None, completion_tokens=0, ttft=None, processing_time=elapsed,
-            session=session, success=response is not None, error=error, stall=stall,
+            scenario=self.scenario,
+            arm=self.arm.name,
+            repeat=self.repeat,
+            max_tokens=max_tokens,
+            index=index,
+            agent_type=profile.agent_type,
+            tier=profile.tier.value,
+            warmup=warmup,
+            prompt_tokens=0,
+            cached_tokens=None,
+            predicted_cached=None,
+            completion_tokens=0,
+            ttft=None,
+            processing_time=elapsed,
+            session=session,
+            success=response is not None,
+            error=error,
+            stall=stall,
             pass_no=pass_no,
-        )  # fmt: skip
+        )
         if response is None:
             return where
         return replace(
-            where, prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
-            predicted_cached=predicted, completion_tokens=response.usage["completion_tokens"],
-            ttft=response.ttft, processing_time=response.processing_time,
-        )  # fmt: skip
+            where,
+            prompt_tokens=response.prompt_tokens,
+            cached_tokens=response.cached_tokens,
+            predicted_cached=predicted,
+            completion_tokens=response.usage["completion_tokens"],
+            ttft=response.ttft,
+            processing_time=response.processing_time,
+        )
 
     def runs(self, wall_time: float | None = None) -> list[ArmRun]:
         """The cold pass (with warm-ups) and, if any, the steady-state passes."""
@@ -190,19 +208,31 @@ class _Lane:
         steady = [r for r in self.results if r.pass_no > 1]
         out = [
             ArmRun(
-                self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(cold),
-                sum(r.processing_time for r in cold if r.warmup) + self.service_warmup, wall,
+                self.scenario,
+                self.arm.name,
+                self.repeat,
+                self.max_tokens,
+                tuple(cold),
+                sum(r.processing_time for r in cold if r.warmup) + self.service_warmup,
+                wall,
                 self.planned - len(steady) if steady else self.planned,
                 warmed_prefixes=self.warmed_prefixes,
             )
-        ]  # fmt: skip
+        ]
         if steady:
             out.append(
                 ArmRun(
-                    self.scenario, self.arm.name, self.repeat, self.max_tokens, tuple(steady),
-                    0.0, wall, len(steady), phase="steady",
+                    self.scenario,
+                    self.arm.name,
+                    self.repeat,
+                    self.max_tokens,
+                    tuple(steady),
+                    0.0,
+                    wall,
+                    len(steady),
+                    phase="steady",
                 )
-            )  # fmt: skip
+            )
         return out
 
 
@@ -245,9 +275,12 @@ class Benchmark:
         if own_layer not in self._aligned:
             library = PromptLibrary(self.library.settings)
             align_to_blocks(
-                library.composer, self.inspector, self.block_size, library.tiers.agents(),
+                library.composer,
+                self.inspector,
+                self.block_size,
+                library.tiers.agents(),
                 own_layer=own_layer,
-            )  # fmt: skip
+            )
             self._aligned[own_layer] = library
         return self._aligned[own_layer]
 
@@ -257,11 +290,10 @@ class Benchmark:
 
     def messages(self, arm: Arm, step: Step) -> list[Message]:
         if arm.layout is Layout.REFERENCE:
-            inputs = step.prompt_inputs()
-            system = reference_prompt(self.library, step.agent_type, **inputs)
+            system = reference_prompt(self.library, step.agent_type, step.prompt_inputs())
             return [{"role": "system", "content": system}, {"role": "user", "content": step.task}]
         library = self.library_for(arm)
-        prompt = library.compose_prompt(agent_type=step.agent_type, **step.prompt_inputs())
+        prompt = library.compose(step.prompt_inputs(), agent_type=step.agent_type)
         if arm.layout is Layout.DYNAMIC_FIRST:
             system = prompt.suffix.strip("\n") + "\n\n" + prompt.prefix
         else:
@@ -274,17 +306,15 @@ class Benchmark:
         return warm_messages(library, agent_type)
 
     def multiturn_messages(self, arm: Arm, history: Sequence[Message], turn: str) -> list[Message]:
-        common = {
-            "agent_type": MULTITURN_AGENT,
-            "session_id": "multiturn-1",
-            "user_name": "Alice",
-            "available_tools": ["file_read", "file_write"],
-        }
+        inputs = PromptInputs(
+            session_id="multiturn-1", user_name="Alice", available_tools=("file_read", "file_write")
+        )
         if arm.layout is Layout.HISTORY_IN_SYSTEM:
             recent = [f"{m['role']}: {m['content']}" for m in history[-6:]]
-            system = self.library.compose_prompt(recent_context=recent, **common).text  # type: ignore[arg-type]
+            inputs = inputs.replace(recent_context=recent)
+            system = self.library.compose(inputs, agent_type=MULTITURN_AGENT).text
             return [{"role": "system", "content": system}, {"role": "user", "content": turn}]
-        system = self.library.compose_prompt(**common).text  # type: ignore[arg-type]
+        system = self.library.compose(inputs, agent_type=MULTITURN_AGENT).text
         return [
             {"role": "system", "content": system},
             *history,
@@ -336,11 +366,16 @@ class Benchmark:
             if isinstance(exc, ProviderUnavailableError | ProviderTimeoutError):
                 self._unreachable += 1
             result = lane.row(
-                profile, max_tokens=max_tokens, index=index, warmup=warmup,
+                profile,
+                max_tokens=max_tokens,
+                index=index,
+                warmup=warmup,
                 error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                elapsed=time.perf_counter() - started, session=session, stall=stall,
+                elapsed=time.perf_counter() - started,
+                session=session,
+                stall=stall,
                 pass_no=pass_no,
-            )  # fmt: skip
+            )
         else:
             self._unreachable = 0
             if tokens is not None:
@@ -349,9 +384,16 @@ class Benchmark:
                 self._trace(lane, messages, agent, salt, response, warmup, session, pass_no)
             content = response.content
             result = lane.row(
-                profile, max_tokens=max_tokens, index=index, warmup=warmup, response=response,
-                predicted=predicted, session=session, stall=stall, pass_no=pass_no,
-            )  # fmt: skip
+                profile,
+                max_tokens=max_tokens,
+                index=index,
+                warmup=warmup,
+                response=response,
+                predicted=predicted,
+                session=session,
+                stall=stall,
+                pass_no=pass_no,
+            )
             result = replace(result, overhead=overhead)
         lane.results.append(result)
         label = "warm-up" if warmup else f"#{index}"
@@ -365,33 +407,57 @@ class Benchmark:
         return result, content
 
     def _trace(
-        self, lane: _Lane, messages: Sequence[Message], agent: str, salt: str,
-        response: LLMResponse, warmup: bool, session: int, pass_no: int,
-    ) -> None:  # fmt: skip
+        self,
+        lane: _Lane,
+        messages: Sequence[Message],
+        agent: str,
+        salt: str,
+        response: LLMResponse,
+        warmup: bool,
+        session: int,
+        pass_no: int,
+    ) -> None:
         assert self.trace is not None
         self.trace.write(
             TraceRecord.from_response(
-                messages, response, cache_salt=salt, agent=agent,
+                messages,
+                response,
+                cache_salt=salt,
+                agent=agent,
                 session=f"{lane.scenario}/{lane.arm.name}/{lane.repeat}/{session}",
                 labels={
-                    "scenario": lane.scenario, "arm": lane.arm.name, "pass": str(pass_no),
-                    "repeat": str(lane.repeat), "warmup": "yes" if warmup else "no",
+                    "scenario": lane.scenario,
+                    "arm": lane.arm.name,
+                    "pass": str(pass_no),
+                    "repeat": str(lane.repeat),
+                    "warmup": "yes" if warmup else "no",
                 },
             )
-        )  # fmt: skip
+        )
 
     async def _warm_up(self, lane: _Lane, agents: Sequence[str], predict: bool) -> None:
         """Prefill each distinct agent's static prefix once (max_tokens=1) under the lane's salt."""
         for agent in dict.fromkeys(agents):
             await self._request(
-                lane, self.warmup_messages(agent, lane.arm), index=0, agent=agent, max_tokens=1,
-                salt=lane.salt, predict=predict, warmup=True,
-            )  # fmt: skip
+                lane,
+                self.warmup_messages(agent, lane.arm),
+                index=0,
+                agent=agent,
+                max_tokens=1,
+                salt=lane.salt,
+                predict=predict,
+                warmup=True,
+            )
 
     def _lanes_for(
-        self, scenario: str, arms: Sequence[Arm], repeat: int, max_tokens: int, salt: str,
+        self,
+        scenario: str,
+        arms: Sequence[Arm],
+        repeat: int,
+        max_tokens: int,
+        salt: str,
         planned: Callable[[Arm], int],
-    ) -> list[_Lane]:  # fmt: skip
+    ) -> list[_Lane]:
         lanes = [
             _Lane(scenario, arm, repeat, max_tokens, f"{salt}-{arm.name}", planned(arm))
             for arm in arms
@@ -431,10 +497,17 @@ class Benchmark:
         warm_agents = len({s.agent_type for s in steps})
         prefetch_at = set(prefetch_plan(steps))
         lanes = self._lanes_for(
-            scenario, arms, repeat, max_tokens, salt,
-            lambda a: len(steps) * passes + (warm_agents if a.warm else 0)
-            + (len(prefetch_at) if a.prefetch else 0),
-        )  # fmt: skip
+            scenario,
+            arms,
+            repeat,
+            max_tokens,
+            salt,
+            lambda a: (
+                len(steps) * passes
+                + (warm_agents if a.warm else 0)
+                + (len(prefetch_at) if a.prefetch else 0)
+            ),
+        )
         for lane in lanes:
             lane.library = self.library_for(lane.arm)
             if lane.arm.prefetch:
@@ -460,22 +533,40 @@ class Benchmark:
         return self._finish(lanes)
 
     async def _sequential_step(
-        self, lane: _Lane, step: Step, index: int, steps: Sequence[Step], max_tokens: int,
+        self,
+        lane: _Lane,
+        step: Step,
+        index: int,
+        steps: Sequence[Step],
+        max_tokens: int,
         pass_no: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if lane.arm.via_service:
             send = self._service_step(lane, step, index, steps, max_tokens, pass_no=pass_no)
             await self._request(
-                lane, [], index=index, agent=step.agent_type, max_tokens=max_tokens,
-                salt="", predict=False, pass_no=pass_no, send=send,
-            )  # fmt: skip
+                lane,
+                [],
+                index=index,
+                agent=step.agent_type,
+                max_tokens=max_tokens,
+                salt="",
+                predict=False,
+                pass_no=pass_no,
+                send=send,
+            )
             return
         unique = lane.arm.unique_salt
         salt = f"{lane.salt}-p{pass_no}-{index}" if unique else lane.salt
         await self._request(
-            lane, self.messages(lane.arm, step), index=index, agent=step.agent_type,
-            max_tokens=max_tokens, salt=salt, predict=not unique, pass_no=pass_no,
-        )  # fmt: skip
+            lane,
+            self.messages(lane.arm, step),
+            index=index,
+            agent=step.agent_type,
+            max_tokens=max_tokens,
+            salt=salt,
+            predict=not unique,
+            pass_no=pass_no,
+        )
 
     # -- the service arm ------------------------------------------------------------------
     @asynccontextmanager
@@ -508,9 +599,16 @@ class Benchmark:
                     lane.service = None
 
     def _service_step(
-        self, lane: _Lane, step: Step, index: int, steps: Sequence[Step], max_tokens: int,
-        *, session_suffix: str = "", pass_no: int = 1,
-    ) -> Send:  # fmt: skip
+        self,
+        lane: _Lane,
+        step: Step,
+        index: int,
+        steps: Sequence[Step],
+        max_tokens: int,
+        *,
+        session_suffix: str = "",
+        pass_no: int = 1,
+    ) -> Send:
         """How a caller of the service sends this step: the workflow as a ``/tasks`` chain
         (the plan declared on its first task), everything else to ``/chat``."""
         client = lane.service
@@ -522,13 +620,16 @@ class Benchmark:
 
             async def task() -> ServiceReply:
                 reply = await client.task(
-                    caller, description=step.task, agent_type=step.agent_type,
-                    max_tokens=max_tokens, required_tools=step.tools,
+                    caller,
+                    description=step.task,
+                    agent_type=step.agent_type,
+                    max_tokens=max_tokens,
+                    required_tools=step.tools,
                     priority=str(step.params.get("task_priority") or "") or None,
                     previous_task_id=None if first else lane.last_task,
                     session_id=f"{lane.tag}-{step.session_id}" if first else None,
                     plan=[s.agent_type for s in steps] if first else None,
-                )  # fmt: skip
+                )
                 lane.last_task = reply.task_id
                 return reply
 
@@ -539,9 +640,13 @@ class Benchmark:
             params["recent_context"] = step.recent_context
         session = f"{lane.tag}-{step.session_id}{session_suffix}"
         return lambda: client.chat(
-            step.user_name, message=step.task, agent_type=step.agent_type, session_id=session,
-            max_tokens=max_tokens, additional_params=params,
-        )  # fmt: skip
+            step.user_name,
+            message=step.task,
+            agent_type=step.agent_type,
+            session_id=session,
+            max_tokens=max_tokens,
+            additional_params=params,
+        )
 
     async def _tool_time(
         self, lane: _Lane, steps: Sequence[Step], following: int | None, tool_time: float
@@ -610,20 +715,32 @@ class Benchmark:
         if lane.service is not None:
             client, session = lane.service, f"{lane.tag}-multiturn-1"
             _, reply = await self._request(
-                lane, [], index=index, agent=MULTITURN_AGENT, max_tokens=max_tokens, salt="",
+                lane,
+                [],
+                index=index,
+                agent=MULTITURN_AGENT,
+                max_tokens=max_tokens,
+                salt="",
                 predict=False,
                 send=lambda: client.chat(
-                    "Alice", message=turn, agent_type=MULTITURN_AGENT, session_id=session,
+                    "Alice",
+                    message=turn,
+                    agent_type=MULTITURN_AGENT,
+                    session_id=session,
                     max_tokens=max_tokens,
                 ),
-            )  # fmt: skip
+            )
         else:
             unique = lane.arm.unique_salt
             _, reply = await self._request(
-                lane, self.multiturn_messages(lane.arm, lane.history, turn), index=index,
-                agent=MULTITURN_AGENT, max_tokens=max_tokens,
-                salt=f"{lane.salt}-{index}" if unique else lane.salt, predict=not unique,
-            )  # fmt: skip
+                lane,
+                self.multiturn_messages(lane.arm, lane.history, turn),
+                index=index,
+                agent=MULTITURN_AGENT,
+                max_tokens=max_tokens,
+                salt=f"{lane.salt}-{index}" if unique else lane.salt,
+                predict=not unique,
+            )
         lane.history += [
             {"role": "user", "content": turn},
             {"role": "assistant", "content": reply},
@@ -649,16 +766,27 @@ class Benchmark:
                         lane, step, i, steps, max_tokens, session_suffix=f"-{i}"
                     )
                     await self._request(
-                        lane, [], index=i, agent=step.agent_type, max_tokens=max_tokens,
-                        salt="", predict=False, session=number, send=send,
-                    )  # fmt: skip
+                        lane,
+                        [],
+                        index=i,
+                        agent=step.agent_type,
+                        max_tokens=max_tokens,
+                        salt="",
+                        predict=False,
+                        session=number,
+                        send=send,
+                    )
                     continue
                 await self._request(
-                    lane, self.messages(arm, step), index=i, agent=step.agent_type,
+                    lane,
+                    self.messages(arm, step),
+                    index=i,
+                    agent=step.agent_type,
                     max_tokens=max_tokens,
                     salt=f"{lane.salt}-{number}-{i}" if arm.unique_salt else lane.salt,
-                    predict=False, session=number,
-                )  # fmt: skip
+                    predict=False,
+                    session=number,
+                )
 
         async with self._service_for([lane]):
             started = time.perf_counter()
@@ -691,17 +819,27 @@ class Benchmark:
                         assert scenario.steps is not None
                         steps = scenario.steps()
                         await self.run_sequential(
-                            scenario.name, steps, arms, repeat, max_tokens, salt,
-                            passes=settings.passes, tool_time=settings.tool_time,
-                        )  # fmt: skip
+                            scenario.name,
+                            steps,
+                            arms,
+                            repeat,
+                            max_tokens,
+                            salt,
+                            passes=settings.passes,
+                            tool_time=settings.tool_time,
+                        )
                     elif scenario.kind is Kind.MULTITURN:
                         await self.run_multiturn(arms, repeat, max_tokens, salt)
                     else:
                         for arm in arms:
                             await self.run_concurrent(
-                                arm, repeat, max_tokens, f"{salt}-{arm.name}",
-                                settings.sessions, settings.requests_per_session,
-                            )  # fmt: skip
+                                arm,
+                                repeat,
+                                max_tokens,
+                                f"{salt}-{arm.name}",
+                                settings.sessions,
+                                settings.requests_per_session,
+                            )
         return list(self.runs)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..prompts.inputs import PromptInputs
+
 
 class Layout(StrEnum):
     """How an arm lays a step out as chat messages."""
@@ -70,15 +72,18 @@ REFERENCE = Arm("reference", Layout.REFERENCE, "the guide's reference implementa
 OPTIMIZED = Arm("optimized", Layout.OPTIMIZED, "compose_prompt: static prefix + dynamic suffix")
 ALIGNED = Arm("aligned", Layout.OPTIMIZED, "optimized, layers padded to block ends", aligned="auto")
 PREFETCH = Arm(
-    "prefetch", Layout.OPTIMIZED, "every layer aligned, next step's prefix prefetched",
+    "prefetch",
+    Layout.OPTIMIZED,
+    "every layer aligned, next step's prefix prefetched",
     aligned="always",
     prefetch=True,
-)  # fmt: skip
+)
 WARMED = Arm("warmed", Layout.OPTIMIZED, "optimized, agents' prefixes warmed first", warm=True)
 SERVICE = Arm(
-    "service", Layout.SERVICE,
+    "service",
+    Layout.SERVICE,
     "prefixcache serve as shipped, over HTTP (/chat streamed; the workflow by /tasks)",
-)  # fmt: skip
+)
 MT_NO_REUSE = Arm(
     "no-reuse", Layout.APPEND_ONLY, "append-only, unique cache_salt per request", unique_salt=True
 )
@@ -89,9 +94,17 @@ APPEND_ONLY = Arm("append-only", Layout.APPEND_ONLY, "fixed system prompt, turns
 
 #: every arm name, in report order
 ARM_NAMES: tuple[str, ...] = (
-    "no-reuse", "naive", "reference", "optimized", "aligned", "prefetch", "warmed",
-    "guide-layout", "append-only", "service",
-)  # fmt: skip
+    "no-reuse",
+    "naive",
+    "reference",
+    "optimized",
+    "aligned",
+    "prefetch",
+    "warmed",
+    "guide-layout",
+    "append-only",
+    "service",
+)
 #: what `prefixcache bench` runs when no --arms are given (prefetch needs --tool-time to
 #: have idle time to fill, so it is asked for by name)
 DEFAULT_ARMS: tuple[str, ...] = tuple(a for a in ARM_NAMES if a != "prefetch")
@@ -165,20 +178,24 @@ class Step:
             else self.user_name
         )
         return Step(
-            agent_type=self.agent_type, task=self.task,
-            session_id=f"{self.session_id}-day{number}", user_name=user,
-            user_role=self.user_role, recent_context=self.recent_context, params=self.params,
-        )  # fmt: skip
+            agent_type=self.agent_type,
+            task=self.task,
+            session_id=f"{self.session_id}-day{number}",
+            user_name=user,
+            user_role=self.user_role,
+            recent_context=self.recent_context,
+            params=self.params,
+        )
 
-    def prompt_inputs(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "user_name": self.user_name,
-            "user_role": self.user_role,
-            "available_tools": list(self.tools),
-            "recent_context": self.recent_context,
-            "additional_params": self.params,
-        }
+    def prompt_inputs(self) -> PromptInputs:
+        return PromptInputs(
+            session_id=self.session_id,
+            user_name=self.user_name,
+            user_role=self.user_role,
+            available_tools=self.tools,
+            recent_context=self.recent_context,
+            additional_params=self.params,
+        )
 
 
 FRONTEND_TASKS = (
@@ -320,9 +337,15 @@ MULTITURN_TURNS = (
 )
 
 CONCURRENT_AGENTS = (
-    "frontend-engineer", "backend-engineer", "database-engineer", "testing-engineer",
-    "documentation-engineer", "devops-engineer", "code-reviewer", "security-auditor",
-)  # fmt: skip
+    "frontend-engineer",
+    "backend-engineer",
+    "database-engineer",
+    "testing-engineer",
+    "documentation-engineer",
+    "devops-engineer",
+    "code-reviewer",
+    "security-auditor",
+)
 
 USERS = ("Alice", "Bob", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana")
 

@@ -73,11 +73,16 @@ class BenchSession:
     def settings(self) -> BenchSettings:
         extra = {"arms": self.arms} if self.arms else {}
         return BenchSettings(
-            scenarios=self.scenarios, repeat=self.repeat, max_tokens=self.max_tokens,
-            sweep=self.sweep, sessions=self.sessions,
-            requests_per_session=self.requests_per_session, passes=self.passes,
-            tool_time=self.tool_time, **extra,  # type: ignore[arg-type]
-        )  # fmt: skip
+            scenarios=self.scenarios,
+            repeat=self.repeat,
+            max_tokens=self.max_tokens,
+            sweep=self.sweep,
+            sessions=self.sessions,
+            requests_per_session=self.requests_per_session,
+            passes=self.passes,
+            tool_time=self.tool_time,
+            **extra,  # type: ignore[arg-type]
+        )
 
     def run(self, cfg: ClientSettings, *, device: str) -> bool:
         """Run, print and save the report; False if the run did not finish."""
@@ -94,10 +99,15 @@ class BenchSession:
                     f"Prefix caching is off on {cfg.url}; start vLLM with --enable-prefix-caching."
                 )
             env = environment(
-                engine_version=stats.version, model=cfg.model_name(), block_size=stats.block_size,
-                device=device, base_url=cfg.url, settings=settings, command=self.command,
+                engine_version=stats.version,
+                model=cfg.model_name(),
+                block_size=stats.block_size,
+                device=device,
+                base_url=cfg.url,
+                settings=settings,
+                command=self.command,
                 kv_blocks=stats.num_blocks,
-            )  # fmt: skip
+            )
             runs, interrupted = self._run(cfg, inspector, stats.block_size, settings)
         apps: AppsRun | None = None
         if interrupted is None and "unmodified-apps" in self.scenarios:
@@ -151,17 +161,28 @@ class BenchSession:
                 self.progress_console.print(f"[dim]{message}[/dim]")
 
             services = ServiceLauncher(
-                self.library.settings, cfg.url, self.out / "service", USERS, TOOLS,
-                DEFAULT_TOOLS, progress=note,
-            )  # fmt: skip
+                self.library.settings,
+                cfg.url,
+                self.out / "service",
+                USERS,
+                TOOLS,
+                DEFAULT_TOOLS,
+                progress=note,
+            )
 
             async def go() -> list[ArmRun]:
                 with TraceWriter(self.out / "trace.jsonl") as trace:
                     async with LLMInterface(cfg) as llm:
                         runner = Benchmark(
-                            llm, inspector, self.library, block_size, on_request=tick,
-                            abort_after=settings.abort_after, trace=trace, services=services,
-                        )  # fmt: skip
+                            llm,
+                            inspector,
+                            self.library,
+                            block_size,
+                            on_request=tick,
+                            abort_after=settings.abort_after,
+                            trace=trace,
+                            services=services,
+                        )
                         holder.append(runner)
                         return await runner.run(settings)
 
@@ -187,21 +208,31 @@ class BenchSession:
             self.progress_console.print(f"[dim]{message}[/dim]")
 
         launcher = ServiceLauncher(
-            self.library.settings, cfg.url, self.out / "apps-service", (), TOOLS, DEFAULT_TOOLS,
-            progress=note, tenants=tuple(TENANTS.values()),
+            self.library.settings,
+            cfg.url,
+            self.out / "apps-service",
+            (),
+            TOOLS,
+            DEFAULT_TOOLS,
+            progress=note,
+            tenants=tuple(TENANTS.values()),
             service={
                 "stabilize": {"mode": "off", "tenants": STABILIZE_TENANTS},
                 "warm": {"enabled": False},  # the apps use no agent prompt to warm
             },
-        )  # fmt: skip
+        )
 
         async def go() -> AppsRun:
             async with launcher.start() as handle, httpx.AsyncClient(timeout=300) as http:
                 return await run_apps(
-                    http, engine_url=cfg.url, model=cfg.model_name(), service=handle,
-                    static=static_text(self.library), salt=f"apps-{uuid.uuid4().hex[:8]}",
+                    http,
+                    engine_url=cfg.url,
+                    model=cfg.model_name(),
+                    service=handle,
+                    static=static_text(self.library),
+                    salt=f"apps-{uuid.uuid4().hex[:8]}",
                     on_request=lines.tick,
-                )  # fmt: skip
+                )
 
         return asyncio.run(go())
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 from ..llm.models import Message
 from ..llm.trace import TraceRecord
+from ..prompts.inputs import PromptInputs
 from ..prompts.library import PromptLibrary
 from .scenarios import DEFAULT_TOOLS, TOOLS
 
@@ -68,9 +69,13 @@ def synth_trace(library: PromptLibrary, settings: SynthSettings) -> list[TraceRe
     rng = random.Random(settings.seed)
     agents = list(settings.agents or library.tiers.agents())
     vocabulary = sorted(
-        {w.strip(".,:;()`*#") for a in agents[:6] for w in library.get_prompt(
-            library.tiers.profile(a).base_prompt).split()} - {""}
-    )  # fmt: skip
+        {
+            w.strip(".,:;()`*#")
+            for a in agents[:6]
+            for w in library.get_prompt(library.tiers.profile(a).base_prompt).split()
+        }
+        - {""}
+    )
     start = datetime(2026, 11, 27, 9, 0, 0)
     pending = list(range(settings.sessions))
     active: dict[int, _Session] = {}
@@ -90,10 +95,10 @@ def synth_trace(library: PromptLibrary, settings: SynthSettings) -> list[TraceRe
         turn = rng.choice(_TASKS)
         if settings.attachment_words:
             turn += "\n\n" + _words(rng, vocabulary, settings.attachment_words)
-        prompt = library.compose_prompt(
-            agent_type=agent, session_id=f"s-{number:06d}", user_name=s.user,
-            available_tools=s.tools, now=now,
-        )  # fmt: skip
+        inputs = PromptInputs(
+            session_id=f"s-{number:06d}", user_name=s.user, available_tools=s.tools
+        )
+        prompt = library.compose(inputs, agent_type=agent)
         if settings.layout == "naive":
             tool_list = ", ".join(s.tools)
             system = (
@@ -109,12 +114,15 @@ def synth_trace(library: PromptLibrary, settings: SynthSettings) -> list[TraceRe
         ]
         out.append(
             TraceRecord(
-                messages=tuple(messages), model="synthetic", agent=agent,
-                session=f"s-{number:06d}", time=clock,
+                messages=tuple(messages),
+                model="synthetic",
+                agent=agent,
+                session=f"s-{number:06d}",
+                time=clock,
                 completion_tokens=max(1, settings.reply_words * 4 // 3),
                 labels={"layout": settings.layout},
             )
-        )  # fmt: skip
+        )
         history.extend(
             [
                 {"role": "user", "content": turn},

@@ -123,9 +123,13 @@ def _tokenizer(
 
 
 def _load(
-    cli: CliState, trace: Path, labels: Sequence[str], base_url: str | None,
-    tokenizer: Path | None, block_size: int | None,
-) -> tuple[list[TraceRecord], list[list[int]], float, int, int | None, str]:  # fmt: skip
+    cli: CliState,
+    trace: Path,
+    labels: Sequence[str],
+    base_url: str | None,
+    tokenizer: Path | None,
+    block_size: int | None,
+) -> tuple[list[TraceRecord], list[list[int]], float, int, int | None, str]:
     records, tokens, seconds, block, blocks, _source, name = _load_with(
         cli, trace, labels, base_url, tokenizer, block_size
     )
@@ -133,11 +137,13 @@ def _load(
 
 
 def _load_with(
-    cli: CliState, trace: Path, labels: Sequence[str], base_url: str | None,
-    tokenizer: Path | None, block_size: int | None,
-) -> tuple[
-    list[TraceRecord], list[list[int]], float, int, int | None, ChatTokenizer | None, str
-]:  # fmt: skip
+    cli: CliState,
+    trace: Path,
+    labels: Sequence[str],
+    base_url: str | None,
+    tokenizer: Path | None,
+    block_size: int | None,
+) -> tuple[list[TraceRecord], list[list[int]], float, int, int | None, ChatTokenizer | None, str]:
     records = _filter(read_trace(trace), labels)
     source, server_block, server_blocks = _tokenizer(cli, base_url, tokenizer)
     tokens, seconds = tokenize_trace(records, source)
@@ -147,9 +153,11 @@ def _load_with(
 
 
 def _stabilized(
-    records: Sequence[TraceRecord], tokens: Sequence[list[int]], block: int,
+    records: Sequence[TraceRecord],
+    tokens: Sequence[list[int]],
+    block: int,
     source: ChatTokenizer | None,
-) -> tuple[dict[str, float | None], dict[str, FamilyFix]]:  # fmt: skip
+) -> tuple[dict[str, float | None], dict[str, FamilyFix]]:
     """Per family: the hit rate had the gateway's stabilizer sent the trace, and what it
     moved (no figure when a rewritten request cannot be tokenized)."""
     stable, fixes = stabilize_trace(records, block * CHARS_PER_TOKEN)
@@ -279,10 +287,17 @@ def _print_explain(report: ExplainReport, worst: int) -> None:
     for f in [*report.families, total]:
         extra = [pct(report.stabilized.get(f.family))] if report.stabilized else []
         table.add_row(
-            escape(f.family), str(f.requests), pct(f.hit_rate), pct(f.measured_hit_rate),
-            str(f.breaks), str(f.tokens_lost), pct(f.fixed_hit_rate), *extra, causes_text(f),
+            escape(f.family),
+            str(f.requests),
+            pct(f.hit_rate),
+            pct(f.measured_hit_rate),
+            str(f.breaks),
+            str(f.tokens_lost),
+            pct(f.fixed_hit_rate),
+            *extra,
+            causes_text(f),
             style="bold" if f is total else None,
-        )  # fmt: skip
+        )
     console.print(table)
     for n, b in enumerate(report.worst(worst), 1):
         console.print(f"[bold]{n}. {escape(break_title(b))}[/bold]", highlight=False)
@@ -411,12 +426,14 @@ def simulate_cmd(
         versus_measured(reports[0], [r.cached_tokens for r in records]) if replicas == 1 else None
     )
     data = {
-        "trace": str(trace), "tokens_from": source, "requests": len(records),
+        "trace": str(trace),
+        "tokens_from": source,
+        "requests": len(records),
         "prefill_tokens_per_s": rate,
         "prefill_rate_source": "option" if prefill_rate else ("trace" if rate else None),
         "runs": [r.to_json(rate) for r in reports],
         "measured": versus.to_json() if versus else None,
-    }  # fmt: skip
+    }
     if fmt is Format.JSON:
         text = json.dumps(data, indent=2)
         console.print_json(text) if out is None else None
@@ -463,15 +480,23 @@ def _versus_text(versus: Versus) -> str:
 
 #: the Markdown's columns (the terminal table adds requests per replica)
 MARKDOWN_COLUMNS = (
-    "KV blocks", "policy", "hit rate", "prefill tokens saved", "GPU-s saved",
-    "TTFT saved/req", "balance", "evictions",
-)  # fmt: skip
+    "KV blocks",
+    "policy",
+    "hit rate",
+    "prefill tokens saved",
+    "GPU-s saved",
+    "TTFT saved/req",
+    "balance",
+    "evictions",
+)
 
 
 def simulate_markdown(
-    data: dict[str, object], reports: Sequence[SimReport], rate: float | None,
+    data: dict[str, object],
+    reports: Sequence[SimReport],
+    rate: float | None,
     versus: Versus | None,
-) -> str:  # fmt: skip
+) -> str:
     first = reports[0]
     lines = [
         f"Simulated {data['requests']} requests: {first.replicas} replica(s), block "
@@ -491,9 +516,11 @@ def simulate_markdown(
 
 
 def _print_simulate(
-    reports: Sequence[SimReport], rate: float | None, data: dict[str, object],
+    reports: Sequence[SimReport],
+    rate: float | None,
+    data: dict[str, object],
     versus: Versus | None,
-) -> None:  # fmt: skip
+) -> None:
     first = reports[0]
     table = Table(
         title=f"Prefix cache simulation: {data['requests']} requests, {first.replicas} "
@@ -538,9 +565,14 @@ def synth_trace_cmd(
     if layout not in ("optimized", "naive"):
         raise typer.BadParameter(f"--layout: optimized or naive (got {layout!r})")
     settings = SynthSettings(
-        sessions=sessions, turns=turns, concurrency=concurrency, reply_words=reply_words,
-        attachment_words=attachment_words, layout=layout, seed=seed,  # type: ignore[arg-type]
-    )  # fmt: skip
+        sessions=sessions,
+        turns=turns,
+        concurrency=concurrency,
+        reply_words=reply_words,
+        attachment_words=attachment_words,
+        layout=layout,  # type: ignore[arg-type]
+        seed=seed,
+    )
     records = synth_trace(state(ctx).library, settings)
     save_trace(out, records)
     agents = len({r.agent for r in records})

@@ -96,13 +96,22 @@ def bench(
     cli = state(ctx)
     session = BenchSession(
         library=cli.library,
-        scenarios=tuple(scenarios), arms=tuple(chosen_arms), repeat=repeat,
-        max_tokens=max_tokens, sweep=sweep_counts, sessions=sessions,
-        requests_per_session=requests_per_session, passes=passes, tool_time=tool_time,
+        scenarios=tuple(scenarios),
+        arms=tuple(chosen_arms),
+        repeat=repeat,
+        max_tokens=max_tokens,
+        sweep=sweep_counts,
+        sessions=sessions,
+        requests_per_session=requests_per_session,
+        passes=passes,
+        tool_time=tool_time,
         out=out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"),
-        command="prefixcache " + " ".join(sys.argv[1:]) if "bench" in sys.argv else "prefixcache bench",
-        console=console, progress_console=err_console,
-    )  # fmt: skip
+        command="prefixcache " + " ".join(sys.argv[1:])
+        if "bench" in sys.argv
+        else "prefixcache bench",
+        console=console,
+        progress_console=err_console,
+    )
     cfg = cli.vllm(base_url)
     if base_url or cfg.base_url:
         ok = session.run(cfg, device="remote")
@@ -139,14 +148,19 @@ def fleet_bench(
     if kv_space_gib is not None:
         updates["kv_space_gib"] = kv_space_gib
     fleet = Fleet(
-        cli.vllm(), cli.settings.fleet.model_copy(update=updates),
+        cli.vllm(),
+        cli.settings.fleet.model_copy(update=updates),
         progress=lambda msg: err_console.print(f"[dim]fleet:[/dim] {msg}"),
-    )  # fmt: skip
+    )
     with fleet:
         runs = fleet_benchmark(
-            fleet, cli.library, sessions=sessions, turns=turns, max_tokens=max_tokens,
+            fleet,
+            cli.library,
+            sessions=sessions,
+            turns=turns,
+            max_tokens=max_tokens,
             progress=lambda msg: err_console.print(f"[dim]fleet bench:[/dim] {msg}"),
-        )  # fmt: skip
+        )
     grid = fleet_grid(runs, replicas)
     console.print(grid.rich())
     console.print(f"[dim]{grid.note}[/dim]")

@@ -63,9 +63,15 @@ def _print_analysis(report: AnalysisReport) -> None:
     for column in ("agent", "tier"):
         table.add_column(column, no_wrap=True)
     for column in (
-        "prompt tok", "static tok", "dynamic tok", "static %", "predicted cold/warm",
-        "measured cold/warm", "TTFT cold/warm s", "match",
-    ):  # fmt: skip
+        "prompt tok",
+        "static tok",
+        "dynamic tok",
+        "static %",
+        "predicted cold/warm",
+        "measured cold/warm",
+        "TTFT cold/warm s",
+        "match",
+    ):
         table.add_column(column, justify="right")
     for r in report.results:
         measured = "-" if r.measured_warm is None else f"{r.measured_cold}/{r.measured_warm}"

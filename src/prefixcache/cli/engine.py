@@ -41,9 +41,11 @@ def local_fleet(
     if replicas is not None:
         fleet = fleet.model_copy(update={"replicas": replicas})
     return Fleet(
-        cli.vllm(), fleet, policy=policy,
+        cli.vllm(),
+        fleet,
+        policy=policy,
         progress=lambda msg: err_console.print(f"[dim]fleet:[/dim] {msg}"),
-    )  # fmt: skip
+    )
 
 
 def engine_start(

@@ -8,27 +8,27 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ..errors import PrefixCacheError
 from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
 from ..llm.models import Message
+from ..prompts.inputs import PromptInputs
 from ..prompts.library import PromptLibrary
 from ..prompts.sizes import TYPICAL_CALL
 from ..settings import ClientSettings
 from .chat_template import TemplateFinding, chat_template_preamble
 
 #: A second call with different dynamic inputs (another user, session and context).
-OTHER_CALL: dict[str, Any] = {
-    "session_id": "session-91c2",
-    "user_name": "Bob",
-    "user_role": "maintainer",
-    "available_tools": ["file_read", "search_code"],
-    "recent_context": "user: the nightly build failed on the docs step",
-    "additional_params": {"project_name": "AutoBot", "tech_stack": "Python + FastAPI"},
-}
+OTHER_CALL = PromptInputs(
+    session_id="session-91c2",
+    user_name="Bob",
+    user_role="maintainer",
+    available_tools=["file_read", "search_code"],
+    recent_context="user: the nightly build failed on the docs step",
+    additional_params={"project_name": "AutoBot", "tech_stack": "Python + FastAPI"},
+)
 TASK_A = "Add input validation to the signup form and write a test for it."
 TASK_B = "Explain why the nightly build failed and propose a fix."
 
@@ -62,8 +62,8 @@ class TokenAnalysis:
 
 def agent_messages(library: PromptLibrary, agent_type: str) -> tuple[list[Message], list[Message]]:
     """The two chat requests (different dynamic inputs and tasks) used for one agent."""
-    a = library.compose_prompt(agent_type=agent_type, **TYPICAL_CALL).text
-    b = library.compose_prompt(agent_type=agent_type, **OTHER_CALL).text
+    a = library.compose(TYPICAL_CALL, agent_type=agent_type).text
+    b = library.compose(OTHER_CALL, agent_type=agent_type).text
     return (
         [{"role": "system", "content": a}, {"role": "user", "content": TASK_A}],
         [{"role": "system", "content": b}, {"role": "user", "content": TASK_B}],

@@ -155,12 +155,19 @@ class Fleet:
             )
         s = self.settings
         return [
-            binary, "--host", s.router_host, "--port", str(s.router_port),
-            "--prometheus-port", str(s.prometheus_port),
-            "--worker-urls", *self.replica_urls,
-            "--policy", policy or self.policy,
+            binary,
+            "--host",
+            s.router_host,
+            "--port",
+            str(s.router_port),
+            "--prometheus-port",
+            str(s.prometheus_port),
+            "--worker-urls",
+            *self.replica_urls,
+            "--policy",
+            policy or self.policy,
             *s.router_args,
-        ]  # fmt: skip
+        ]
 
     def recorded_router(self) -> dict[str, object]:
         try:
@@ -194,9 +201,12 @@ class Fleet:
         log = self.router_log.open("ab")
         try:
             self._router = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         finally:
             log.close()
         self.policy = policy or self.policy
@@ -310,9 +320,13 @@ class Fleet:
         recorded = self.recorded_router()
         policy = recorded.get("policy")
         return FleetStatus(
-            self.router_url, self.router_pid(), self.router_healthy(),
-            policy if isinstance(policy, str) else None, replicas, self.router_serving(),
-        )  # fmt: skip
+            self.router_url,
+            self.router_pid(),
+            self.router_healthy(),
+            policy if isinstance(policy, str) else None,
+            replicas,
+            self.router_serving(),
+        )
 
     def __enter__(self) -> Fleet:
         self.start()
@@ -365,6 +379,8 @@ def fleet_figures(
         return max(values) / mean if mean else None
 
     return FleetFigures(
-        tuple(rows), hits / queries if queries else None, balance("requests"),
+        tuple(rows),
+        hits / queries if queries else None,
+        balance("requests"),
         balance("prompt_tokens"),
-    )  # fmt: skip
+    )

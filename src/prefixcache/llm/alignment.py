@@ -68,10 +68,13 @@ class BlockAligner:
             self.unaligned.append(chain)
             return 0
         units = next(
-            (k for k in range(1, 2 * self.block_size + 1)
-             if (start + frame + k * unit) % self.block_size == 0),
+            (
+                k
+                for k in range(1, 2 * self.block_size + 1)
+                if (start + frame + k * unit) % self.block_size == 0
+            ),
             None,
-        )  # fmt: skip
+        )
         if units is None:
             self.unaligned.append(chain)
             return 0

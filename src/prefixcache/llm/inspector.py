@@ -59,9 +59,14 @@ def parse_engine_metrics(text: str) -> EngineCacheStats:
                 if "enable_prefix_caching" in labels:
                     enabled = labels["enable_prefix_caching"].lower() == "true"
     return EngineCacheStats(
-        queries, hits, block_size, enabled, requests=requests, prompt_tokens=prompt_tokens,
+        queries,
+        hits,
+        block_size,
+        enabled,
+        requests=requests,
+        prompt_tokens=prompt_tokens,
         num_blocks=num_blocks,
-    )  # fmt: skip
+    )
 
 
 class EngineInspector:

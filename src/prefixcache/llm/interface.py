@@ -165,10 +165,16 @@ class LLMInterface:
         be replayed. The total deadline is ``request_timeout_s``."""
         validate_messages(messages)
         request = LLMRequest(
-            messages=list(messages), model=model, max_tokens=max_tokens,
-            temperature=temperature, cache_salt=cache_salt, params=params,
-            agent_type=agent_type, base_prompt_key=base_prompt_key, session_id=session_id,
-        )  # fmt: skip
+            messages=list(messages),
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            cache_salt=cache_salt,
+            params=params,
+            agent_type=agent_type,
+            base_prompt_key=base_prompt_key,
+            session_id=session_id,
+        )
         validate_request(request)
         if not self.vllm_enabled:
             raise ConfigError(

@@ -57,17 +57,29 @@ class TraceRecord:
 
     @classmethod
     def from_response(
-        cls, messages: Sequence[Message], response: LLMResponse, *, cache_salt: str | None,
-        agent: str | None, session: str | None, labels: Mapping[str, str] | None = None,
-    ) -> TraceRecord:  # fmt: skip
+        cls,
+        messages: Sequence[Message],
+        response: LLMResponse,
+        *,
+        cache_salt: str | None,
+        agent: str | None,
+        session: str | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> TraceRecord:
         """A request just answered, with the server's figures, stamped now."""
         return cls(
-            messages=tuple(messages), model=response.served_model, cache_salt=cache_salt,
-            agent=agent, session=session, time=clock.time(),
-            prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
-            completion_tokens=response.usage["completion_tokens"], ttft=response.ttft,
+            messages=tuple(messages),
+            model=response.served_model,
+            cache_salt=cache_salt,
+            agent=agent,
+            session=session,
+            time=clock.time(),
+            prompt_tokens=response.prompt_tokens,
+            cached_tokens=response.cached_tokens,
+            completion_tokens=response.usage["completion_tokens"],
+            ttft=response.ttft,
             labels=labels,
-        )  # fmt: skip
+        )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}

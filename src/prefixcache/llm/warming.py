@@ -82,9 +82,11 @@ class Prefetcher:
     async def _one(self, agent: str, digest: str) -> None:
         try:
             response = await self.llm.chat_completion(
-                warm_messages(self.library, agent), max_tokens=1, cache_salt=self.cache_salt,
+                warm_messages(self.library, agent),
+                max_tokens=1,
+                cache_salt=self.cache_salt,
                 agent_type=agent,
-            )  # fmt: skip
+            )
         except Exception as exc:  # a missed optimisation, not the caller's failure
             self.errors.append(exc)
         else:

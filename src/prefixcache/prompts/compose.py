@@ -10,34 +10,32 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from ..errors import PromptInputError, PromptInputTypeError
 from .inputs import (
-    RecentContext,
+    NO_INPUTS,
+    ClockGranularity,
+    PromptInputs,
+    format_clock,
     normalize_params,
     normalize_recent_context,
     normalize_tools,
     one_line,
 )
-from .registry import PromptRegistry
+from .registry import BUILTIN_PROMPT_DIR, PromptRegistry, key_to_relpath
 from .tiers import AgentProfile, AgentTierMap
+
+__all__ = ["ClockGranularity", "OptimizedPrompt", "PromptComposer", "StaticLayers"]
 
 DYNAMIC_CONTEXT_KEY = "default.agent.system.dynamic_context"
 #: Every suffix starts with exactly these bytes, so the join never re-tokenizes the prefix.
 DYNAMIC_HEADER = "\n---\n\n## Dynamic Context\n\n"
-ClockGranularity = Literal["date", "hour", "minute", "second"]
-_CLOCK_FORMATS: dict[str, str] = {
-    "date": "%Y-%m-%d",
-    "hour": "%Y-%m-%d %H:00 UTC",
-    "minute": "%Y-%m-%d %H:%M UTC",
-    "second": "%Y-%m-%d %H:%M:%S UTC",
-}
 
 
 @dataclass(frozen=True)
@@ -89,17 +87,6 @@ class OptimizedPrompt:
         return self.text
 
 
-def format_clock(granularity: object, now: datetime | None = None) -> str:
-    if not isinstance(granularity, str) or granularity not in _CLOCK_FORMATS:
-        raise PromptInputError(
-            f"clock must be one of {', '.join(_CLOCK_FORMATS)} (or None), got {granularity!r}"
-        )
-    if now is not None and not isinstance(now, datetime):
-        raise PromptInputTypeError(f"now must be a datetime, got {type(now).__name__}")
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime(_CLOCK_FORMATS[granularity])
-
-
 #: How many distinct prefixes a composer keeps (each is one rendered prompt, ~20 KB).
 PREFIX_MEMO_SIZE = 256
 
@@ -120,6 +107,7 @@ class PromptComposer:
         )
         self._lock = threading.Lock()
         self._dynamic: jinja2.Template | None = None
+        self._builtin_suffix = False
         self._padding: dict[LayerChain, int] = {}
 
     def set_padding(self, padding: Mapping[LayerChain, int]) -> None:
@@ -216,18 +204,7 @@ class PromptComposer:
         return hit
 
     # -- dynamic -----------------------------------------------------------
-    def suffix_variables(
-        self,
-        *,
-        session_id: object = None,
-        user_name: object = None,
-        user_role: object = None,
-        available_tools: object = None,
-        recent_context: object = None,
-        additional_params: object = None,
-        clock: object = None,
-        now: datetime | None = None,
-    ) -> dict[str, Any]:
+    def suffix_variables(self, inputs: PromptInputs) -> dict[str, Any]:
         """The suffix template's variables, each validated and normalised.
 
         ``user_name``, ``user_role``, ``session_id``, ``tools`` (sorted list),
@@ -236,60 +213,38 @@ class PromptComposer:
         ``available_tools`` (the same sorted list), ``additional_params`` (an ordered
         mapping of the same pairs), ``current_date`` and ``current_time`` (empty unless a
         ``clock`` is asked for)."""
-        tools = normalize_tools(available_tools)
-        params = normalize_params(additional_params)
-        stamp = format_clock(clock, now) if clock is not None else ""
+        fields = _normalized(inputs)
+        stamp = fields["clock"]
         return {
-            "user_name": one_line(user_name, "user_name") if user_name is not None else "",
-            "user_role": one_line(user_role, "user_role") if user_role is not None else "",
-            "tools": tools,
-            "params": params,
-            "session_id": one_line(session_id, "session_id") if session_id is not None else "",
-            "recent_context": normalize_recent_context(recent_context),
-            "clock": stamp,
-            "available_tools": tools,
-            "additional_params": dict(params),
+            **fields,
+            "available_tools": fields["tools"],
+            "additional_params": dict(fields["params"]),
             "current_date": stamp.split(" ")[0] if stamp else "",
             "current_time": " ".join(stamp.split(" ")[1:]) if stamp else "",
         }
 
-    def suffix(
-        self,
-        *,
-        session_id: str | None = None,
-        user_name: str | None = None,
-        user_role: str | None = None,
-        available_tools: Iterable[str] | None = None,
-        recent_context: RecentContext | None = None,
-        additional_params: Mapping[str, Any] | None = None,
-        clock: ClockGranularity | None = None,
-        now: datetime | None = None,
-    ) -> str:
-        variables = self.suffix_variables(
-            session_id=session_id, user_name=user_name, user_role=user_role,
-            available_tools=available_tools, recent_context=recent_context,
-            additional_params=additional_params, clock=clock, now=now,
-        )  # fmt: skip
+    def suffix(self, inputs: PromptInputs = NO_INPUTS) -> str:
+        """The dynamic suffix: the fixed header, then the suffix template's text."""
         if self._dynamic is None:
-            self._dynamic = self.registry.template(DYNAMIC_CONTEXT_KEY)
+            template = self.registry.template(DYNAMIC_CONTEXT_KEY)
+            self._builtin_suffix = (
+                template.filename is not None and Path(template.filename) == BUILTIN_DYNAMIC_PATH
+            )
+            self._dynamic = template
+        if self._builtin_suffix:
+            return DYNAMIC_HEADER + builtin_suffix(_normalized(inputs))
         return DYNAMIC_HEADER + self.registry.render_template(
-            self._dynamic, DYNAMIC_CONTEXT_KEY, variables
+            self._dynamic, DYNAMIC_CONTEXT_KEY, self.suffix_variables(inputs)
         )
 
     def compose(
         self,
-        base_prompt_key: str | None = None,
-        session_id: str | None = None,
-        user_name: str | None = None,
-        user_role: str | None = None,
-        available_tools: Iterable[str] | None = None,
-        recent_context: RecentContext | None = None,
-        additional_params: Mapping[str, Any] | None = None,
+        inputs: PromptInputs = NO_INPUTS,
         *,
         agent_type: str | None = None,
-        clock: ClockGranularity | None = None,
-        now: datetime | None = None,
+        base_prompt_key: str | None = None,
     ) -> OptimizedPrompt:
+        """The agent's (or the base prompt's) static prefix, then ``inputs`` as the suffix."""
         if base_prompt_key is None:
             if agent_type is None:
                 raise PromptInputError(
@@ -297,14 +252,51 @@ class PromptComposer:
                 )
             base_prompt_key = self.tiers.get_base_prompt_for_agent(agent_type)
         prefix, digest = self.prefix(base_prompt_key, agent_type)
-        suffix = self.suffix(
-            session_id=session_id,
-            user_name=user_name,
-            user_role=user_role,
-            available_tools=available_tools,
-            recent_context=recent_context,
-            additional_params=additional_params,
-            clock=clock,
-            now=now,
+        return OptimizedPrompt(prefix, self.suffix(inputs), digest, base_prompt_key, agent_type)
+
+
+#: The built-in suffix template; while no prompt directory overrides it, the composer
+#: renders it with ``builtin_suffix`` (same text, without a template engine per call).
+BUILTIN_DYNAMIC_PATH = BUILTIN_PROMPT_DIR / key_to_relpath(DYNAMIC_CONTEXT_KEY)
+
+
+def _normalized(inputs: PromptInputs) -> dict[str, Any]:
+    """``inputs`` validated and normalised: the variables every suffix template gets."""
+    if not isinstance(inputs, PromptInputs):
+        raise PromptInputTypeError(
+            f"inputs must be a PromptInputs, got {type(inputs).__name__}; build one with "
+            "PromptInputs(session_id=..., user_name=..., ...)."
         )
-        return OptimizedPrompt(prefix, suffix, digest, base_prompt_key, agent_type)
+    user_name, user_role, session_id = inputs.user_name, inputs.user_role, inputs.session_id
+    return {
+        "user_name": one_line(user_name, "user_name") if user_name is not None else "",
+        "user_role": one_line(user_role, "user_role") if user_role is not None else "",
+        "tools": normalize_tools(inputs.available_tools),
+        "params": normalize_params(inputs.additional_params),
+        "session_id": one_line(session_id, "session_id") if session_id is not None else "",
+        "recent_context": normalize_recent_context(inputs.recent_context),
+        "clock": format_clock(inputs.clock, inputs.now) if inputs.clock is not None else "",
+    }
+
+
+def builtin_suffix(fields: Mapping[str, Any]) -> str:
+    """The built-in suffix template (``agent.system.dynamic_context.md``) in plain Python;
+    a test renders both for many inputs and requires the same bytes."""
+    out = []
+    if fields["user_name"]:
+        out.append(f"**User:** {fields['user_name']}\n")
+    if fields["user_role"]:
+        out.append(f"**User Role:** {fields['user_role']}\n")
+    if fields["tools"]:
+        out.append(f"**Available Tools:** {', '.join(fields['tools'])}\n")
+    if fields["params"]:
+        out.append("**Additional Parameters:**\n")
+        out.extend(f"- {key}: {value}\n" for key, value in fields["params"])
+    if fields["session_id"]:
+        out.append(f"**Session:** {fields['session_id']}\n")
+    if fields["recent_context"]:
+        out.append(f"**Recent Context:**\n{fields['recent_context']}\n")
+    if fields["clock"]:
+        out.append(f"**Date:** {fields['clock']}\n")
+    out.append("\n")
+    return "".join(out)

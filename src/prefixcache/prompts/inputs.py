@@ -30,6 +30,7 @@ parameter              accepted
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -39,7 +40,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import PromptInputError, PromptInputTypeError
 
@@ -52,6 +53,54 @@ MAX_DEPTH = 32
 _LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
 
 RecentContext = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
+ClockGranularity = Literal["date", "hour", "minute", "second"]
+_CLOCK_FORMATS: dict[str, str] = {
+    "date": "%Y-%m-%d",
+    "hour": "%Y-%m-%d %H:00 UTC",
+    "minute": "%Y-%m-%d %H:%M UTC",
+    "second": "%Y-%m-%d %H:%M:%S UTC",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PromptInputs:
+    """The dynamic inputs of one prompt, as the caller gave them (checked when rendered).
+
+    Every composer, the guide's reference layout and the benchmark's steps take one of
+    these; the guide's keyword functions (``get_optimized_prompt`` ...) build it from
+    their arguments. The field names are the guide's keyword names; the table at the top
+    of this module says which values each accepts. ``clock`` adds the date (and time, to
+    the granularity asked for) taken from ``now`` or, without it, the current time.
+    """
+
+    session_id: str | int | uuid.UUID | None = None
+    user_name: str | None = None
+    user_role: str | None = None
+    available_tools: Iterable[str] | None = None
+    recent_context: RecentContext | None = None
+    additional_params: Mapping[str, Any] | None = None
+    clock: ClockGranularity | None = None
+    now: dt.datetime | None = None
+
+    def replace(self, **changes: Any) -> PromptInputs:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+#: A prompt without dynamic inputs (the static prefix and the fixed suffix header).
+NO_INPUTS = PromptInputs()
+
+
+def format_clock(granularity: object, now: dt.datetime | None = None) -> str:
+    """The date (and time) line's text at ``granularity``, always in UTC."""
+    if not isinstance(granularity, str) or granularity not in _CLOCK_FORMATS:
+        raise PromptInputError(
+            f"clock must be one of {', '.join(_CLOCK_FORMATS)} (or None), got {granularity!r}"
+        )
+    if now is not None and not isinstance(now, dt.datetime):
+        raise PromptInputTypeError(f"now must be a datetime, got {type(now).__name__}")
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return moment.strftime(_CLOCK_FORMATS[granularity])
 
 
 def _type_name(value: object) -> str:
@@ -59,6 +108,9 @@ def _type_name(value: object) -> str:
 
 
 def _flat(text: str) -> str:
+    # the common case (no control or line-break character at all) skips the regex
+    if text.isprintable():
+        return text.strip()
     return _LINE_BREAKS.sub(" ", text).strip()
 
 
@@ -146,6 +198,8 @@ def render_value(value: object, where: str) -> str:
     """One parameter value as text: scalars as themselves, containers as canonical JSON."""
     if isinstance(value, str):
         return value
+    if type(value) is int:  # not bool: JSON spells those true/false
+        return str(value)
     plain = _plain(value, where, 0, set())
     if isinstance(plain, str):
         return plain

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..settings import Settings, load_settings
-from .compose import ClockGranularity, OptimizedPrompt, PromptComposer
-from .inputs import RecentContext
+from .compose import OptimizedPrompt, PromptComposer
+from .inputs import NO_INPUTS, ClockGranularity, PromptInputs, RecentContext
 from .registry import PromptRegistry
 from .tiers import AgentTier, AgentTierMap
 
@@ -50,6 +50,16 @@ class PromptLibrary:
     def get_prompt(self, key: str, /, **variables: Any) -> str:
         return self.registry.render(key, **variables)
 
+    def compose(
+        self,
+        inputs: PromptInputs = NO_INPUTS,
+        *,
+        agent_type: str | None = None,
+        base_prompt_key: str | None = None,
+    ) -> OptimizedPrompt:
+        """The agent's static prefix, then ``inputs`` as the dynamic suffix."""
+        return self.composer.compose(inputs, agent_type=agent_type, base_prompt_key=base_prompt_key)
+
     def compose_prompt(
         self,
         base_prompt_key: str | None = None,
@@ -64,18 +74,18 @@ class PromptLibrary:
         clock: ClockGranularity | None = None,
         now: datetime | None = None,
     ) -> OptimizedPrompt:
-        return self.composer.compose(
-            base_prompt_key,
+        """The guide's keyword form of ``compose``."""
+        inputs = PromptInputs(
             session_id,
             user_name,
             user_role,
             available_tools,
             recent_context,
             additional_params,
-            agent_type=agent_type,
-            clock=clock,
-            now=now,
+            clock,
+            now,
         )
+        return self.composer.compose(inputs, agent_type=agent_type, base_prompt_key=base_prompt_key)
 
     def reload(self) -> None:
         self.composer.reload()
@@ -124,19 +134,19 @@ def compose_prompt(
     clock: ClockGranularity | None = None,
     now: datetime | None = None,
 ) -> OptimizedPrompt:
-    """Static prefix + dynamic suffix, as an ``OptimizedPrompt``."""
-    return default_library().compose_prompt(
-        base_prompt_key,
+    """Static prefix + dynamic suffix, as an ``OptimizedPrompt`` (the guide's keywords;
+    ``PromptLibrary.compose`` takes a ``PromptInputs``)."""
+    inputs = PromptInputs(
         session_id,
         user_name,
         user_role,
         available_tools,
         recent_context,
         additional_params,
-        agent_type=agent_type,
-        clock=clock,
-        now=now,
+        clock,
+        now,
     )
+    return default_library().compose(inputs, agent_type=agent_type, base_prompt_key=base_prompt_key)
 
 
 def get_optimized_prompt(
@@ -153,18 +163,21 @@ def get_optimized_prompt(
     now: datetime | None = None,
 ) -> str:
     """Static prefix + dynamic suffix, as one string (the guide's call)."""
-    return compose_prompt(
-        base_prompt_key,
+    inputs = PromptInputs(
         session_id,
         user_name,
         user_role,
         available_tools,
         recent_context,
         additional_params,
-        agent_type=agent_type,
-        clock=clock,
-        now=now,
-    ).text
+        clock,
+        now,
+    )
+    return (
+        default_library()
+        .compose(inputs, agent_type=agent_type, base_prompt_key=base_prompt_key)
+        .text
+    )
 
 
 def reload() -> None:

@@ -23,12 +23,11 @@ prompt, is shared by every tier 1-3 agent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from markupsafe import escape
 
+from .inputs import NO_INPUTS, PromptInputs
 from .library import PromptLibrary
 from .tiers import AgentTier
 
@@ -50,55 +49,35 @@ def reference_static(library: PromptLibrary, agent_type: str) -> str:
     return library.registry.render(key).strip()
 
 
-def reference_dynamic(
-    *,
-    session_id: str | None = None,
-    user_name: str | None = None,
-    user_role: str | None = None,
-    available_tools: Iterable[str] | None = None,
-    recent_context: str | None = None,
-    additional_params: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
-) -> str:
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    tools = list(available_tools or [])
+def reference_dynamic(inputs: PromptInputs) -> str:
+    """The reference layout's dynamic part (its ``clock`` is ignored: the reference always
+    shows the date and the time to the second, from ``inputs.now`` or the clock)."""
+    moment = (inputs.now or datetime.now(UTC)).astimezone(UTC)
+    tools = list(inputs.available_tools or [])
+    context = inputs.recent_context
     lines = [
         "## Current Session Context",
         "",
-        f"- Session ID: {_e(session_id or '')}",
+        f"- Session ID: {_e(inputs.session_id or '')}",
         f"- Date: {moment.strftime('%Y-%m-%d')}",
         f"- Time: {moment.strftime('%H:%M:%S')}",
-        f"- User: {_e(user_name or 'User')}",
-        f"- Role: {_e(user_role or 'Standard User')}",
+        f"- User: {_e(inputs.user_name or 'User')}",
+        f"- Role: {_e(inputs.user_role or 'Standard User')}",
         "",
         "**Available Tools:**",
         ", ".join(_e(t) for t in tools) if tools else REFERENCE_TOOLS_FALLBACK,
         "",
         "**Recent Context:**",
-        _e(recent_context) if recent_context else REFERENCE_CONTEXT_FALLBACK,
+        _e(context) if context else REFERENCE_CONTEXT_FALLBACK,
         "",
         "**Additional Parameters:**",
     ]
-    lines += [f"- {_e(k)}: {_e(v)}" for k, v in (additional_params or {}).items()]
+    lines += [f"- {_e(k)}: {_e(v)}" for k, v in (inputs.additional_params or {}).items()]
     return "\n".join(lines) + "\n"
 
 
 def reference_prompt(
-    library: PromptLibrary,
-    agent_type: str,
-    *,
-    session_id: str | None = None,
-    user_name: str | None = None,
-    user_role: str | None = None,
-    available_tools: Iterable[str] | None = None,
-    recent_context: str | None = None,
-    additional_params: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
+    library: PromptLibrary, agent_type: str, inputs: PromptInputs = NO_INPUTS
 ) -> str:
     """The whole system prompt as the guide's reference implementation builds it."""
-    dynamic = reference_dynamic(
-        session_id=session_id, user_name=user_name, user_role=user_role,
-        available_tools=available_tools, recent_context=recent_context,
-        additional_params=additional_params, now=now,
-    )  # fmt: skip
-    return reference_static(library, agent_type) + "\n\n" + dynamic
+    return reference_static(library, agent_type) + "\n\n" + reference_dynamic(inputs)

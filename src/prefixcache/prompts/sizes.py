@@ -4,23 +4,23 @@ against a live server lives in the engine-facing modules)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from .inputs import PromptInputs
 from .library import PromptLibrary
 
 #: The dynamic inputs of a typical agent request, used wherever a "typical call" is reported.
-TYPICAL_CALL: dict[str, Any] = {
-    "session_id": "session-7f3a",
-    "user_name": "Alice",
-    "user_role": "developer",
-    "available_tools": ["file_read", "file_write", "run_tests"],
-    "recent_context": [
+TYPICAL_CALL = PromptInputs(
+    session_id="session-7f3a",
+    user_name="Alice",
+    user_role="developer",
+    available_tools=["file_read", "file_write", "run_tests"],
+    recent_context=[
         {"role": "user", "content": "The login form should remember the email address."},
         {"role": "assistant", "content": "I added a remember-me checkbox and a test for it."},
         {"role": "user", "content": "Now make the error message clearer."},
     ],
-    "additional_params": {"project_name": "AutoBot", "tech_stack": "Vue.js + FastAPI"},
-}
+    additional_params={"project_name": "AutoBot", "tech_stack": "Vue.js + FastAPI"},
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class PromptSizes:
 def prompt_sizes(library: PromptLibrary, agent_type: str) -> PromptSizes:
     profile = library.tiers.profile(agent_type)
     layers = library.composer.static_layers(profile.base_prompt, agent_type)
-    prompt = library.compose_prompt(profile.base_prompt, agent_type=agent_type, **TYPICAL_CALL)
+    prompt = library.compose(
+        TYPICAL_CALL, agent_type=agent_type, base_prompt_key=profile.base_prompt
+    )
     return PromptSizes(
         agent_type=profile.agent_type,
         tier=profile.tier.value,

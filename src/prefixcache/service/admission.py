@@ -46,17 +46,22 @@ class Admission:
         #: tenant -> its waiting requests, in arrival order; tenants in turn order
         self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
         self._inflight_gauge = Gauge(
-            "prefixcache_inflight_requests", "Engine requests in flight, by tenant.",
-            ("tenant",), registry=registry,
-        )  # fmt: skip
-        self._queued_gauge = Gauge(
-            "prefixcache_queued_requests", "Requests waiting for an engine slot.",
+            "prefixcache_inflight_requests",
+            "Engine requests in flight, by tenant.",
+            ("tenant",),
             registry=registry,
-        )  # fmt: skip
+        )
+        self._queued_gauge = Gauge(
+            "prefixcache_queued_requests",
+            "Requests waiting for an engine slot.",
+            registry=registry,
+        )
         self._refused = Counter(
-            "prefixcache_refused_requests", "Requests refused by a concurrency limit.",
-            ("reason",), registry=registry,
-        )  # fmt: skip
+            "prefixcache_refused_requests",
+            "Requests refused by a concurrency limit.",
+            ("reason",),
+            registry=registry,
+        )
 
     @contextlib.asynccontextmanager
     async def slot(self, key_id: str, tenant: str) -> AsyncIterator[None]:

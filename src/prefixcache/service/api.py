@@ -119,10 +119,11 @@ async def chat(body: ChatRequest, caller: Caller, convos: Convos) -> Any:
     if body.stream:
         prepared = await convos.prepare(caller, body)
         return GuardedStreamingResponse(
-            convos.chat_stream(caller, body, prepared), media_type="text/event-stream",
+            convos.chat_stream(caller, body, prepared),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Session-Id": prepared.session_id},
             on_close=lambda: convos.settle(prepared),
-        )  # fmt: skip
+        )
     return await convos.chat(caller, body)
 
 
@@ -188,9 +189,11 @@ async def get_session(session_id: SessionId, caller: Caller, state: State) -> Se
         cache = None
         if m.prompt_tokens is not None and m.role == "assistant":
             cache = CacheFigures(
-                prompt_tokens=m.prompt_tokens, cached_tokens=m.cached_tokens,
-                hit_rate=hit_rate(m.cached_tokens, m.prompt_tokens), ttft=m.ttft,
-            )  # fmt: skip
+                prompt_tokens=m.prompt_tokens,
+                cached_tokens=m.cached_tokens,
+                hit_rate=hit_rate(m.cached_tokens, m.prompt_tokens),
+                ttft=m.ttft,
+            )
         history.append(
             MessageOut(
                 role=m.role,
@@ -202,9 +205,13 @@ async def get_session(session_id: SessionId, caller: Caller, state: State) -> Se
             )
         )
     return SessionDetail(
-        id=session.public_id, agent_type=session.agent_type, messages=len(rows),
-        created_at=session.created_at, updated_at=session.updated_at, history=history,
-    )  # fmt: skip
+        id=session.public_id,
+        agent_type=session.agent_type,
+        messages=len(rows),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        history=history,
+    )
 
 
 @router.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
@@ -255,8 +262,11 @@ async def gateway_chat(
                 content = await answer.aread()
                 await answer.aclose()
                 release()
-                return Response(content, status_code=answer.status_code,
-                                media_type=answer.headers.get("content-type"))  # fmt: skip
+                return Response(
+                    content,
+                    status_code=answer.status_code,
+                    media_type=answer.headers.get("content-type"),
+                )
             stream = gateway.relay(caller, body, agent, answer, asked_usage, note)
 
             async def close() -> None:  # however the response ended (or never began)
@@ -288,9 +298,10 @@ async def gateway_chat(
 async def gateway_models(caller: Caller, state: State, convos: Convos) -> Response:
     answer = await Gateway(state, convos).models()
     return Response(
-        answer.content, status_code=answer.status_code,
+        answer.content,
+        status_code=answer.status_code,
         media_type=answer.headers.get("content-type", "application/json"),
-    )  # fmt: skip
+    )
 
 
 # -- figures and health ---------------------------------------------------------------
@@ -337,9 +348,11 @@ async def ready(
         elif stats.block_size is None:
             problem = "vLLM's /metrics has no block size (is it vLLM, or a router?)"
         return ReadyResponse(
-            ready=problem is None, prefix_caching=stats.prefix_caching_enabled,
-            block_size=stats.block_size, problem=problem,
-        )  # fmt: skip
+            ready=problem is None,
+            prefix_caching=stats.prefix_caching_enabled,
+            block_size=stats.block_size,
+            problem=problem,
+        )
 
     try:
         result = await asyncio.to_thread(check)

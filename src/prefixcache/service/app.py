@@ -114,10 +114,11 @@ class BodyLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         response = _error(
-            413, "payload_too_large",
+            413,
+            "payload_too_large",
             f"The request body is over {self.limit} bytes (service.max_body_bytes).",
             uuid.uuid4().hex[:16],
-        )  # fmt: skip
+        )
         await response({"type": "http", **scope}, _empty_receive, send)
 
 
@@ -190,9 +191,11 @@ def create_app(
         rid = getattr(request.state, "request_id", uuid.uuid4().hex[:16])
         logger.exception("request %s failed unexpectedly", rid)
         return _error(
-            500, "internal_error",
-            f"An unexpected error; it is in the service log under request id {rid}.", rid,
-        )  # fmt: skip
+            500,
+            "internal_error",
+            f"An unexpected error; it is in the service log under request id {rid}.",
+            rid,
+        )
 
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)

@@ -58,9 +58,12 @@ def check_name(kind: str, value: str) -> str:
 
 
 async def create_key(
-    db: AsyncSession, tenant: str, user: str, tools: list[str] | None = None,
+    db: AsyncSession,
+    tenant: str,
+    user: str,
+    tools: list[str] | None = None,
     admin: bool = False,
-) -> str:  # fmt: skip
+) -> str:
     """Create (tenant, user) if new and a key for them; returns the key, shown once."""
     check_name("tenant", tenant)
     check_name("user", user)

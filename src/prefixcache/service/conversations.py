@@ -22,6 +22,7 @@ from sqlalchemy.orm import make_transient
 
 from ..errors import PrefixCacheError, PromptTooLongError
 from ..llm.models import LLMResponse, Message, hit_rate
+from ..prompts.inputs import PromptInputs
 from ..prompts.tiers import normalize_agent_name
 from .auth import Principal
 from .db import (
@@ -96,9 +97,11 @@ class Conversations:
     ) -> list[str]:
         """The agent's tools (or the task's required tools), filtered by the key's
         permissions: the guide's ``get_user_tools(user_id)``."""
-        wanted = list(requested) if requested is not None else list(
-            self.service.agent_tools.get(agent, self.service.default_tools)
-        )  # fmt: skip
+        wanted = (
+            list(requested)
+            if requested is not None
+            else list(self.service.agent_tools.get(agent, self.service.default_tools))
+        )
         if principal.tools is None:
             return wanted
         allowed = set(principal.tools)
@@ -193,40 +196,47 @@ class Conversations:
         in order, each with its reply. A failed or incomplete turn is kept, not replayed."""
         rows = await session_messages(db, session_key)
         replies = {
-            r.reply_to: r for r in rows
+            r.reply_to: r
+            for r in rows
             if r.role == "assistant" and r.status == TurnStatus.COMPLETE and r.reply_to is not None
-        }  # fmt: skip
+        }
         pairs = [
-            (r, replies[r.id]) for r in rows
+            (r, replies[r.id])
+            for r in rows
             if r.role == "user" and r.status == TurnStatus.COMPLETE and r.id in replies
-        ]  # fmt: skip
+        ]
         keep = pairs[-(self.service.history_max_messages // 2) :]
         return [m for pair in keep for m in pair]
 
     def _messages(
-        self, principal: Principal, session_id: str, agent: str, request: ChatRequest,
-        history: list[MessageRow], tools: list[str],
-    ) -> list[Message]:  # fmt: skip
+        self,
+        principal: Principal,
+        session_id: str,
+        agent: str,
+        request: ChatRequest,
+        history: list[MessageRow],
+        tools: list[str],
+    ) -> list[Message]:
         library = self.state.library
-        common: dict[str, Any] = {
-            "agent_type": agent,
-            "session_id": session_id,
-            "user_name": principal.user,
-            "available_tools": tools,
-            "additional_params": request.additional_params,
-        }
+        inputs = PromptInputs(
+            session_id=session_id,
+            user_name=principal.user,
+            available_tools=tools,
+            additional_params=request.additional_params,
+        )
         if self.service.history_layout == "system":  # the guide's last exchanges in the prompt
             recent = (
                 [f"{m.role}: {m.content}" for m in history[-2 * self.service.history_exchanges :]]
                 if self.service.history_exchanges
                 else []
             )
-            system = library.compose_prompt(recent_context=recent or None, **common).text
+            inputs = inputs.replace(recent_context=recent or None)
+            system = library.compose(inputs, agent_type=agent).text
             return [
                 {"role": "system", "content": system},
                 {"role": "user", "content": request.message},
             ]
-        system = library.compose_prompt(**common).text
+        system = library.compose(inputs, agent_type=agent).text
         return [
             {"role": "system", "content": system},
             *({"role": m.role, "content": m.content} for m in history),
@@ -234,22 +244,38 @@ class Conversations:
         ]
 
     async def record(
-        self, principal: Principal, endpoint: str, agent: str, tier: str,
-        response: LLMResponse, messages: Sequence[Message] | None = None,
-        session_key: str | None = None, extra: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        prompt = json.dumps(list(messages), ensure_ascii=False) if (
-            messages is not None and self.service.record_prompts
-        ) else None  # fmt: skip
+        self,
+        principal: Principal,
+        endpoint: str,
+        agent: str,
+        tier: str,
+        response: LLMResponse,
+        messages: Sequence[Message] | None = None,
+        session_key: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        prompt = (
+            json.dumps(list(messages), ensure_ascii=False)
+            if (messages is not None and self.service.record_prompts)
+            else None
+        )
         self.state.add_record(
             CacheRecord(
-                tenant_id=principal.tenant, user_id=principal.user_id, endpoint=endpoint,
-                agent_type=agent, tier=tier, model=response.served_model,
-                prompt_tokens=response.prompt_tokens, cached_tokens=response.cached_tokens,
-                ttft=response.ttft, processing_time=response.processing_time, prompt=prompt,
-                session_id=session_key, **(extra or {}),
+                tenant_id=principal.tenant,
+                user_id=principal.user_id,
+                endpoint=endpoint,
+                agent_type=agent,
+                tier=tier,
+                model=response.served_model,
+                prompt_tokens=response.prompt_tokens,
+                cached_tokens=response.cached_tokens,
+                ttft=response.ttft,
+                processing_time=response.processing_time,
+                prompt=prompt,
+                session_id=session_key,
+                **(extra or {}),
             )
-        )  # fmt: skip
+        )
 
     # -- /chat --------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ChatRequest) -> Prepared:
@@ -277,25 +303,38 @@ class Conversations:
             raise  # rejected: nothing is stored
         except PrefixCacheError as exc:  # the engine could not count: the turn is kept, failed
             failed = MessageRow(
-                session_id=key, role="user", content=request.message,
-                status=TurnStatus.FAILED, error=_describe(exc),
-            )  # fmt: skip
+                session_id=key,
+                role="user",
+                content=request.message,
+                status=TurnStatus.FAILED,
+                error=_describe(exc),
+            )
             await asyncio.shield(self._store(principal, key, agent, failed))
             raise
         release = await self.state.admission.acquire(principal.key_id, principal.tenant)
         try:
             turn = MessageRow(
-                session_id=key, role="user", content=request.message,
-                status=TurnStatus.PENDING, instance_id=self.state.instance_id,
-            )  # fmt: skip
+                session_id=key,
+                role="user",
+                content=request.message,
+                status=TurnStatus.PENDING,
+                instance_id=self.state.instance_id,
+            )
             await self._store(principal, key, agent, turn)  # kept before the LLM is asked
         except BaseException:
             release()
             raise
         return Prepared(
-            key, public, agent, tier, messages, turn.id, self.state.salt_for(principal),
-            max_tokens, release,
-        )  # fmt: skip
+            key,
+            public,
+            agent,
+            tier,
+            messages,
+            turn.id,
+            self.state.salt_for(principal),
+            max_tokens,
+            release,
+        )
 
     def next_agents(self, requested: Sequence[str] | None) -> list[str]:
         """The normalised agents of a next-agent hint (422 for an unknown one)."""
@@ -339,14 +378,17 @@ class Conversations:
             if getattr(marked, "rowcount", 1) and reply is not None:
                 db.add(
                     MessageRow(
-                        session_id=prepared.session_key, role="assistant", content=reply,
-                        status=reply_status, reply_to=prepared.user_turn_id,
+                        session_id=prepared.session_key,
+                        role="assistant",
+                        content=reply,
+                        status=reply_status,
+                        reply_to=prepared.user_turn_id,
                         error=error if reply_status is not TurnStatus.COMPLETE else None,
                         prompt_tokens=response.prompt_tokens if response else None,
                         cached_tokens=response.cached_tokens if response else None,
                         ttft=response.ttft if response else None,
                     )
-                )  # fmt: skip
+                )
             await db.commit()
 
     async def _completed(self, prepared: Prepared, response: LLMResponse) -> None:
@@ -360,18 +402,24 @@ class Conversations:
     async def _cut(self, prepared: Prepared, partial: str, error: str) -> None:
         """A stream that ended early: the reply so far, marked incomplete."""
         await self._finish_turn(
-            prepared, user_status=TurnStatus.COMPLETE, reply=partial,
-            reply_status=TurnStatus.INCOMPLETE, error=error,
-        )  # fmt: skip
+            prepared,
+            user_status=TurnStatus.COMPLETE,
+            reply=partial,
+            reply_status=TurnStatus.INCOMPLETE,
+            error=error,
+        )
 
     async def chat(self, principal: Principal, request: ChatRequest) -> ChatResponse:
         prepared = await self.prepare(principal, request)
         try:
             response = await self.state.llm.chat_completion(
-                prepared.messages, max_tokens=prepared.max_tokens,
-                temperature=request.temperature, cache_salt=prepared.salt,
-                agent_type=prepared.agent, session_id=prepared.session_key,
-            )  # fmt: skip
+                prepared.messages,
+                max_tokens=prepared.max_tokens,
+                temperature=request.temperature,
+                cache_salt=prepared.salt,
+                agent_type=prepared.agent,
+                session_id=prepared.session_key,
+            )
         except BaseException as exc:
             await asyncio.shield(self._failed(prepared, exc))
             raise
@@ -379,14 +427,23 @@ class Conversations:
             prepared.release()
         await self._completed(prepared, response)
         await self.record(
-            principal, "chat", prepared.agent, prepared.tier, response, prepared.messages,
+            principal,
+            "chat",
+            prepared.agent,
+            prepared.tier,
+            response,
+            prepared.messages,
             prepared.session_key,
-        )  # fmt: skip
+        )
         self.prefetch(principal, self.next_agents(request.next_agent_types), prepared.session_key)
         return ChatResponse(
-            reply=response.content, session_id=prepared.session_id, agent_type=prepared.agent,
-            tier=prepared.tier, finish_reason=response.finish_reason, cache=figures(response),
-        )  # fmt: skip
+            reply=response.content,
+            session_id=prepared.session_id,
+            agent_type=prepared.agent,
+            tier=prepared.tier,
+            finish_reason=response.finish_reason,
+            cache=figures(response),
+        )
 
     async def chat_stream(
         self, principal: Principal, request: ChatRequest, prepared: Prepared
@@ -399,26 +456,39 @@ class Conversations:
         yield _sse("start", {"session_id": prepared.session_id, "agent_type": prepared.agent})
         try:
             async for event in self.state.llm.stream_completion(
-                prepared.messages, max_tokens=prepared.max_tokens,
-                temperature=request.temperature, cache_salt=prepared.salt,
-                agent_type=prepared.agent, session_id=prepared.session_key,
-            ):  # fmt: skip
+                prepared.messages,
+                max_tokens=prepared.max_tokens,
+                temperature=request.temperature,
+                cache_salt=prepared.salt,
+                agent_type=prepared.agent,
+                session_id=prepared.session_key,
+            ):
                 if isinstance(event, LLMResponse):
                     finished = True
                     prepared.release()
                     await asyncio.shield(self._completed(prepared, event))
                     await self.record(
-                        principal, "chat", prepared.agent, prepared.tier, event,
-                        prepared.messages, prepared.session_key,
-                    )  # fmt: skip
-                    self.prefetch(
-                        principal, self.next_agents(request.next_agent_types),
+                        principal,
+                        "chat",
+                        prepared.agent,
+                        prepared.tier,
+                        event,
+                        prepared.messages,
                         prepared.session_key,
-                    )  # fmt: skip
-                    yield _sse("done", {
-                        "session_id": prepared.session_id, "finish_reason": event.finish_reason,
-                        "cache": figures(event).model_dump(),
-                    })  # fmt: skip
+                    )
+                    self.prefetch(
+                        principal,
+                        self.next_agents(request.next_agent_types),
+                        prepared.session_key,
+                    )
+                    yield _sse(
+                        "done",
+                        {
+                            "session_id": prepared.session_id,
+                            "finish_reason": event.finish_reason,
+                            "cache": figures(event).model_dump(),
+                        },
+                    )
                 else:
                     parts.append(event)
                     yield _sse("token", {"delta": event})
@@ -436,10 +506,11 @@ class Conversations:
             if not finished:  # the client went away (or the task was cancelled)
                 await asyncio.shield(
                     self._cut(
-                        prepared, "".join(parts),
+                        prepared,
+                        "".join(parts),
                         "the client disconnected before the reply was complete",
                     )
-                )  # fmt: skip
+                )
 
     async def settle(self, prepared: Prepared) -> None:
         """After a streamed response, however it ended: the engine slot is given back,
@@ -476,11 +547,17 @@ class Conversations:
         # the guide's execute_task: the previous result as recent context, priority and
         # deadline as additional parameters
         recent = f"Previous task: {previous.result}" if previous and previous.result else None
-        system = self.state.library.compose_prompt(
-            agent_type=agent, session_id=public, user_name=principal.user,
-            available_tools=tools, recent_context=recent,
-            additional_params={"task_priority": request.priority, "task_deadline": request.deadline},
-        ).text  # fmt: skip
+        inputs = PromptInputs(
+            session_id=public,
+            user_name=principal.user,
+            available_tools=tools,
+            recent_context=recent,
+            additional_params={
+                "task_priority": request.priority,
+                "task_deadline": request.deadline,
+            },
+        )
+        system = self.state.library.compose(inputs, agent_type=agent).text
         messages: list[Message] = [
             {"role": "system", "content": system},
             {"role": "user", "content": request.description},
@@ -492,14 +569,22 @@ class Conversations:
 
         def task_row(status: TaskStatus, error: str | None = None) -> Task:
             return Task(
-                id=new_id("t"), user_id=principal.user_id, session_id=key,
-                agent_type=agent, description=request.description,
-                required_tools=request.required_tools, priority=request.priority,
-                deadline=request.deadline, previous_task_id=request.previous_task_id,
-                status=status, error=error, plan=plan, step=step,
+                id=new_id("t"),
+                user_id=principal.user_id,
+                session_id=key,
+                agent_type=agent,
+                description=request.description,
+                required_tools=request.required_tools,
+                priority=request.priority,
+                deadline=request.deadline,
+                previous_task_id=request.previous_task_id,
+                status=status,
+                error=error,
+                plan=plan,
+                step=step,
                 instance_id=self.state.instance_id if status is TaskStatus.RUNNING else None,
                 finished_at=None if status is TaskStatus.RUNNING else utcnow(),
-            )  # fmt: skip
+            )
 
         try:
             await self.check_context(messages, max_tokens, self._prefix_of(agent))
@@ -515,9 +600,12 @@ class Conversations:
             await self._store(principal, key, agent, task)
             try:
                 response = await self.state.llm.chat_completion(
-                    messages, max_tokens=max_tokens, cache_salt=self.state.salt_for(principal),
-                    agent_type=agent, session_id=key,
-                )  # fmt: skip
+                    messages,
+                    max_tokens=max_tokens,
+                    cache_salt=self.state.salt_for(principal),
+                    agent_type=agent,
+                    session_id=key,
+                )
             except BaseException as exc:
                 await asyncio.shield(self._finish_task(task.id, None, _describe(exc)))
                 raise
@@ -554,19 +642,28 @@ class Conversations:
             cache = None
             if task.prompt_tokens is not None:
                 cache = CacheFigures(
-                    prompt_tokens=task.prompt_tokens, cached_tokens=task.cached_tokens,
-                    hit_rate=hit_rate(task.cached_tokens, task.prompt_tokens), ttft=task.ttft,
+                    prompt_tokens=task.prompt_tokens,
+                    cached_tokens=task.cached_tokens,
+                    hit_rate=hit_rate(task.cached_tokens, task.prompt_tokens),
+                    ttft=task.ttft,
                     processing_time=task.processing_time,
                     completion_tokens=task.completion_tokens,
-                )  # fmt: skip
+                )
             return TaskResponse(
-                id=task.id, session_id=public_session_id(task.session_id),
+                id=task.id,
+                session_id=public_session_id(task.session_id),
                 agent_type=task.agent_type,
-                status=task.status, description=task.description, result=task.result,
-                error=task.error, priority=task.priority, deadline=task.deadline,
-                previous_task_id=task.previous_task_id, cache=cache,
-                created_at=task.created_at, finished_at=task.finished_at,
-            )  # fmt: skip
+                status=task.status,
+                description=task.description,
+                result=task.result,
+                error=task.error,
+                priority=task.priority,
+                deadline=task.deadline,
+                previous_task_id=task.previous_task_id,
+                cache=cache,
+                created_at=task.created_at,
+                finished_at=task.finished_at,
+            )
 
 
 async def session_messages(db: AsyncSession, session_id: str) -> list[MessageRow]:

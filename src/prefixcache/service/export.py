@@ -46,14 +46,18 @@ def to_trace(rows: Sequence[CacheRecord], isolation: str) -> list[TraceRecord]:
             continue
         out.append(
             TraceRecord(
-                messages=tuple(json.loads(row.prompt)), model=row.model,
-                cache_salt=salt_label(row, isolation), agent=row.agent_type,
-                time=row.created_at.timestamp(), prompt_tokens=row.prompt_tokens,
-                cached_tokens=row.cached_tokens, ttft=row.ttft,
+                messages=tuple(json.loads(row.prompt)),
+                model=row.model,
+                cache_salt=salt_label(row, isolation),
+                agent=row.agent_type,
+                time=row.created_at.timestamp(),
+                prompt_tokens=row.prompt_tokens,
+                cached_tokens=row.cached_tokens,
+                ttft=row.ttft,
                 labels=labels_of(row),
                 line=row.id,  # the record's id (not written to a file)
             )
-        )  # fmt: skip
+        )
     return out
 
 

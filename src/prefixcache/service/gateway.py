@@ -218,8 +218,13 @@ class Gateway:
                                 continue  # the caller did not ask for it: not passed on
                 yield (line + "\n").encode()
             if failure is not None:
-                error = {"error": {"message": failure, "type": "upstream_error", "code": 504
-                                   if "deadline" in failure else 502}}  # fmt: skip
+                error = {
+                    "error": {
+                        "message": failure,
+                        "type": "upstream_error",
+                        "code": 504 if "deadline" in failure else 502,
+                    }
+                }
                 yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
         finally:
             await answer.aclose()
@@ -234,9 +239,13 @@ class Gateway:
                 logger.warning("gateway stream for %s ended early: %s", principal.tenant, failure)
 
     async def _record(
-        self, principal: Principal, body: Mapping[str, Any], agent_header: str | None,
-        response: LLMResponse, note: Stabilized | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        principal: Principal,
+        body: Mapping[str, Any],
+        agent_header: str | None,
+        response: LLMResponse,
+        note: Stabilized | None = None,
+    ) -> None:
         """The request's figures (and, from the stabilizer, its family, what moved and
         the cached tokens predicted with and without the rewrite). The prompt kept (with
         ``record_prompts``) is the one sent upstream: the rewrite, when there was one."""
@@ -252,30 +261,41 @@ class Gateway:
             )
             plan = note.rewrite.plan
             extra = {
-                "stabilize": note.mode, "family": note.rewrite.family[:200],
+                "stabilize": note.mode,
+                "family": note.rewrite.family[:200],
                 "rewritten": note.applied,
                 "moved_lines": plan.moves if plan is not None else 0,
                 "tools_sorted": bool(plan is not None and plan.sort_tools),
                 "moved_shapes": note.shapes_json(),
-                "predicted_original": original, "predicted_stabilized": stabilized,
-            }  # fmt: skip
+                "predicted_original": original,
+                "predicted_stabilized": stabilized,
+            }
         await self.conversations.record(
             principal, "gateway", agent, tier, response, sent, extra=extra
         )
 
 
 def _record_response(
-    model: object, body: Mapping[str, Any], usage: Mapping[str, Any], ttft: float | None,
+    model: object,
+    body: Mapping[str, Any],
+    usage: Mapping[str, Any],
+    ttft: float | None,
     elapsed: float,
-) -> LLMResponse:  # fmt: skip
+) -> LLMResponse:
     prompt = int(usage.get("prompt_tokens") or 0)
     return _response(
-        content="", prompt_tokens=prompt,
+        content="",
+        prompt_tokens=prompt,
         completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached=cached_tokens_from_usage(usage), ttft=ttft, elapsed=elapsed, finish=None,
-        provider="vllm", model=str(body.get("model")),
-        served_model=model if isinstance(model, str) else None, request_id=None,
-    )  # fmt: skip
+        cached=cached_tokens_from_usage(usage),
+        ttft=ttft,
+        elapsed=elapsed,
+        finish=None,
+        provider="vllm",
+        model=str(body.get("model")),
+        served_model=model if isinstance(model, str) else None,
+        request_id=None,
+    )
 
 
 def _down(url: str, exc: Exception) -> ProviderUnavailableError:

@@ -47,10 +47,17 @@ NEVER = {
     "use_beam_search": "beam search multiplies the engine's work",
     "logits_processors": "it runs code in the engine",
 }
-STRUCTURED = frozenset({
-    "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-    "guided_decoding_backend", "guided_whitespace_pattern",
-})  # fmt: skip
+STRUCTURED = frozenset(
+    {
+        "structured_outputs",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+        "guided_decoding_backend",
+        "guided_whitespace_pattern",
+    }
+)
 
 
 def _where(field: str) -> str:
@@ -294,9 +301,11 @@ class GatewayContract:
         for i, tool in enumerate(value):
             function = tool.get("function") if isinstance(tool, dict) else None
             if (
-                not isinstance(tool, dict) or tool.get("type") != "function"
-                or not isinstance(function, dict) or not isinstance(function.get("name"), str)
-            ):  # fmt: skip
+                not isinstance(tool, dict)
+                or tool.get("type") != "function"
+                or not isinstance(function, dict)
+                or not isinstance(function.get("name"), str)
+            ):
                 raise Unprocessable(
                     f'\'tools[{i}]\' must be {{"type": "function", "function": '
                     '{"name": ..., "parameters": {...}}}.'

@@ -154,16 +154,23 @@ class ServiceState:
             await db.execute(
                 update(Message)
                 .where(Message.status == TurnStatus.PENDING, orphan)
-                .values(status=TurnStatus.INTERRUPTED, instance_id=None,
-                        error="the service instance handling this turn stopped before the reply")
-            )  # fmt: skip
+                .values(
+                    status=TurnStatus.INTERRUPTED,
+                    instance_id=None,
+                    error="the service instance handling this turn stopped before the reply",
+                )
+            )
             orphan_task = or_(Task.instance_id.is_(None), Task.instance_id.not_in(alive))
             await db.execute(
                 update(Task)
                 .where(Task.status == TaskStatus.RUNNING, orphan_task)
-                .values(status=TaskStatus.INTERRUPTED, instance_id=None, finished_at=now,
-                        error="the service instance running this task stopped before the result")
-            )  # fmt: skip
+                .values(
+                    status=TaskStatus.INTERRUPTED,
+                    instance_id=None,
+                    finished_at=now,
+                    error="the service instance running this task stopped before the result",
+                )
+            )
             await db.execute(delete(Instance).where(Instance.seen_at < now - timedelta(days=1)))
             await db.commit()
 
@@ -233,9 +240,11 @@ def build_state(settings: Settings) -> ServiceState:
     engine = create_engine(url)
     timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
     limits = Limits(
-        per_key=service.max_concurrent_per_key, per_tenant=service.tenant_limit(),
-        inflight=service.max_inflight, queue_timeout_s=service.queue_timeout_s,
-    )  # fmt: skip
+        per_key=service.max_concurrent_per_key,
+        per_tenant=service.tenant_limit(),
+        inflight=service.max_inflight,
+        queue_timeout_s=service.queue_timeout_s,
+    )
     http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256))
     return ServiceState(
         settings=settings,

@@ -86,11 +86,14 @@ async def group_figures(
             points.append(_interpolate(ranked, int(timed), q))
         out.append(
             GroupFigures(
-                key=group, requests=int(requests), prompt_tokens=int(prompt or 0),
+                key=group,
+                requests=int(requests),
+                prompt_tokens=int(prompt or 0),
                 cached_tokens=int(cached or 0) if known == requests and requests else None,
-                ttft_p50=points[0], ttft_p95=points[1],
+                ttft_p50=points[0],
+                ttft_p95=points[1],
             )
-        )  # fmt: skip
+        )
     return sorted(out, key=lambda g: g.key)
 
 
@@ -101,10 +104,16 @@ def _stats(figures: GroupFigures, expected: str | None) -> GroupStats:
         low, high = parse_hit_range(expected)
         verdict = "below" if rate < low else ("above" if rate > high else "within")
     return GroupStats(
-        key=figures.key, requests=figures.requests, prompt_tokens=figures.prompt_tokens,
-        cached_tokens=figures.cached_tokens, hit_rate=rate, ttft_p50=figures.ttft_p50,
-        ttft_p95=figures.ttft_p95, expected_hit_rate=expected, versus_expected=verdict,
-    )  # fmt: skip
+        key=figures.key,
+        requests=figures.requests,
+        prompt_tokens=figures.prompt_tokens,
+        cached_tokens=figures.cached_tokens,
+        hit_rate=rate,
+        ttft_p50=figures.ttft_p50,
+        ttft_p95=figures.ttft_p95,
+        expected_hit_rate=expected,
+        versus_expected=verdict,
+    )
 
 
 def summarize(
@@ -141,10 +150,14 @@ async def family_figures(db: AsyncSession, tenant: str, limit: int = 50) -> list
     rows = (
         await db.execute(
             select(
-                r.family, func.count(), func.coalesce(func.sum(r.prompt_tokens), 0),
-                func.sum(r.cached_tokens), func.count(r.cached_tokens),
+                r.family,
+                func.count(),
+                func.coalesce(func.sum(r.prompt_tokens), 0),
+                func.sum(r.cached_tokens),
+                func.count(r.cached_tokens),
                 func.sum(func.cast(r.rewritten, Integer)),
-                func.sum(r.predicted_original), func.sum(r.predicted_stabilized),
+                func.sum(r.predicted_original),
+                func.sum(r.predicted_stabilized),
                 func.coalesce(func.sum(case((predicted, r.prompt_tokens), else_=0)), 0),
                 func.max(case((r.moved_shapes.is_not(None), r.id))),
             )
@@ -153,7 +166,7 @@ async def family_figures(db: AsyncSession, tenant: str, limit: int = 50) -> list
             .order_by(func.count().desc())
             .limit(limit)
         )
-    ).all()  # fmt: skip
+    ).all()
     shapes_of: dict[int, list[str]] = {}
     latest = [row[9] for row in rows if row[9] is not None]
     if latest:
@@ -163,17 +176,17 @@ async def family_figures(db: AsyncSession, tenant: str, limit: int = 50) -> list
     for family, n, prompt, cached, known, rewritten, p_orig, p_stab, p_prompt, last in rows:
         out.append(
             FamilyStats(
-                family=family, requests=int(n), rewritten=int(rewritten or 0),
+                family=family,
+                requests=int(n),
+                rewritten=int(rewritten or 0),
                 hit_rate=hit_rate(int(cached or 0) if known == n else None, int(prompt)),
-                predicted_hit_rate=hit_rate(
-                    None if p_orig is None else int(p_orig), int(p_prompt)
-                ),
+                predicted_hit_rate=hit_rate(None if p_orig is None else int(p_orig), int(p_prompt)),
                 stabilized_hit_rate=hit_rate(
                     None if p_stab is None else int(p_stab), int(p_prompt)
                 ),
                 moves=shapes_of.get(last, []) if last is not None else [],
             )
-        )  # fmt: skip
+        )
     return out
 
 

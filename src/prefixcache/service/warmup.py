@@ -235,10 +235,13 @@ class Warmer:
         if cold:
             logger.info(
                 "warm-up: %d (tenant, agent) prefixes fit %.0f%% of the engine's %s KV blocks; "
-                "left cold: %s", len(plan), fraction * 100, self.kv_blocks,
+                "left cold: %s",
+                len(plan),
+                fraction * 100,
+                self.kv_blocks,
                 ", ".join(f"{c.tenant}/{c.agent}" for c in cold[:20])
                 + (" ..." if len(cold) > 20 else ""),
-            )  # fmt: skip
+            )
         targets = await self._targets()
         for item in plan:
             salt = self.salt_of(item.tenant)
@@ -248,9 +251,11 @@ class Warmer:
             self.done += 1
         self.phase = "warm"
         logger.info(
-            "warm-up: %d prefixes on %d engine(s) in %.1f s", len(plan), len(targets),
+            "warm-up: %d prefixes on %d engine(s) in %.1f s",
+            len(plan),
+            len(targets),
             time.perf_counter() - started,
-        )  # fmt: skip
+        )
 
     async def _warm_one(self, url: str, salt: str | None, agent: str, session: str | None) -> None:
         """One ``max_tokens=1`` prefill of the agent's prefix, through a client of its own
@@ -258,9 +263,12 @@ class Warmer:
         cfg = self.state.settings.llm.vllm
         async with LLMInterface(cfg.client().model_copy(update={"base_url": url})) as llm:
             await llm.chat_completion(
-                warm_messages(self.state.library, agent), max_tokens=1, cache_salt=salt,
-                agent_type=agent, session_id=session,
-            )  # fmt: skip
+                warm_messages(self.state.library, agent),
+                max_tokens=1,
+                cache_salt=salt,
+                agent_type=agent,
+                session_id=session,
+            )
 
     def salt_of(self, tenant: str) -> str | None:
         """The tenant's salt (None for the shared cache)."""
@@ -293,8 +301,9 @@ class Warmer:
         warmed)."""
         if (
             self.state.settings.service.cache_isolation != "tenant"
-            or self.phase != "warm" or principal.tenant in self.tenants
-        ):  # fmt: skip
+            or self.phase != "warm"
+            or principal.tenant in self.tenants
+        ):
             return
         self.tenants.add(principal.tenant)
         self._spawn(self._warm_tenants([principal.tenant], {}), "a new tenant's warm-up")
@@ -306,8 +315,11 @@ class Warmer:
             return
         salt = self.state.salt_for(principal)
         now = time.monotonic()
-        todo = [a for a in dict.fromkeys(agents)
-                if now - self.warmed.get((salt, a), -WARM_TTL_S) >= WARM_TTL_S]  # fmt: skip
+        todo = [
+            a
+            for a in dict.fromkeys(agents)
+            if now - self.warmed.get((salt, a), -WARM_TTL_S) >= WARM_TTL_S
+        ]
         for agent in todo:
             self.warmed[(salt, agent)] = now
             self._spawn(

@@ -27,10 +27,15 @@ router = APIRouter(tags=["dashboard"])
 COOKIE = "prefixcache_dashboard"
 SESSION_S = 12 * 3600
 #: no scripts at all; inline styles and the page's own form only
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
-HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store",
-           "X-Content-Type-Options": "nosniff"}  # fmt: skip
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def _sign(secret: str, key_id: str, expires: int) -> str:
@@ -79,9 +84,13 @@ def _explainer(request: Request, state: ServiceState) -> BreakExplainer:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(
-    request: Request, state: State, viewer: Viewer,
-    refresh: Annotated[int, Query(ge=0, le=3600, description="Seconds between reloads; 0: off")] = 10,
-) -> Response:  # fmt: skip
+    request: Request,
+    state: State,
+    viewer: Viewer,
+    refresh: Annotated[
+        int, Query(ge=0, le=3600, description="Seconds between reloads; 0: off")
+    ] = 10,
+) -> Response:
     """The tenant's live cache figures (HTML); a sign-in form without a valid key."""
     if viewer is None:
         return HTMLResponse(login_page(), status_code=401, headers=HEADERS)
@@ -96,14 +105,21 @@ async def login(request: Request, state: State) -> Response:
     async with state.sessions() as db:
         principal = await authenticate(db, key) if key else None
     if principal is None:
-        message = "That API key is not valid (unknown, revoked or mistyped)." if key else (
-            "Paste an API key.")  # fmt: skip
+        message = (
+            "That API key is not valid (unknown, revoked or mistyped)."
+            if key
+            else ("Paste an API key.")
+        )
         return HTMLResponse(login_page(message), status_code=401, headers=HEADERS)
     response = RedirectResponse("/dashboard", status_code=303, headers=HEADERS)
     response.set_cookie(
-        COOKIE, session_cookie(state.secret, principal.key_id), max_age=SESSION_S,
-        path="/dashboard", httponly=True, samesite="strict",
-    )  # fmt: skip
+        COOKIE,
+        session_cookie(state.secret, principal.key_id),
+        max_age=SESSION_S,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+    )
     return response
 
 

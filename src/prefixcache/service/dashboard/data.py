@@ -127,8 +127,9 @@ class BreakExplainer:
 
     def __init__(self, state: ServiceState) -> None:
         cfg = state.settings.llm.vllm
-        self.tokenizer = ServerTokenizer(cfg.url, cfg.model_name(), api_key=cfg.api_key,
-                                         concurrency=4, timeout_s=30)  # fmt: skip
+        self.tokenizer = ServerTokenizer(
+            cfg.url, cfg.model_name(), api_key=cfg.api_key, concurrency=4, timeout_s=30
+        )
         self.block_size: int | None = None
         self.state = state
         self._tokens: OrderedDict[int, list[int]] = OrderedDict()
@@ -200,8 +201,10 @@ async def gather(
     note: str | None = None
     breaks: list[tuple[Break, CacheRecord]] = []
     if not state.settings.service.record_prompts:
-        note = ("Prompt text is not recorded, so breaks cannot be explained: set "
-                "service.record_prompts: true (kept service.record_prompts_days days).")  # fmt: skip
+        note = (
+            "Prompt text is not recorded, so breaks cannot be explained: set "
+            "service.record_prompts: true (kept service.record_prompts_days days)."
+        )
     else:
         try:
             breaks = await explainer.latest(latest)
@@ -212,6 +215,12 @@ async def gather(
     if not viewer.admin and note is None:
         note = "Breaks among your own requests (an admin key sees every user's)."
     return DashboardData(
-        tenant=tenant, stats=stats, series=ttft_series(recent, utcnow()), replicas=replicas,
-        router=router, breaks=breaks, breaks_note=note, admin=viewer.admin,
-    )  # fmt: skip
+        tenant=tenant,
+        stats=stats,
+        series=ttft_series(recent, utcnow()),
+        replicas=replicas,
+        router=router,
+        breaks=breaks,
+        breaks_note=note,
+        admin=viewer.admin,
+    )

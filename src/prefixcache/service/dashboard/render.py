@@ -54,9 +54,11 @@ def _raw(value: float | None) -> str:
 
 def hit_bar(rate: float | None, expected: str | None, width: int = 160) -> str:
     """A bar for the hit rate over the band of the tier's expected range."""
-    parts = [f'<svg class="bar" width="{width}" height="14" role="img" '
-             f'aria-label="hit rate {pct(rate)}"><rect width="{width}" height="14" '
-             'fill="#eef0f3"/>']  # fmt: skip
+    parts = [
+        f'<svg class="bar" width="{width}" height="14" role="img" '
+        f'aria-label="hit rate {pct(rate)}"><rect width="{width}" height="14" '
+        'fill="#eef0f3"/>'
+    ]
     if expected:
         try:
             band: tuple[float, float] | None = parse_hit_range(expected)
@@ -64,8 +66,10 @@ def hit_bar(rate: float | None, expected: str | None, width: int = 160) -> str:
             band = None
         if band is not None:
             low, high = band
-            parts.append(f'<rect x="{low * width:.1f}" width="{(high - low) * width:.1f}" '
-                         'height="14" fill="#abefc6"/>')  # fmt: skip
+            parts.append(
+                f'<rect x="{low * width:.1f}" width="{(high - low) * width:.1f}" '
+                'height="14" fill="#abefc6"/>'
+            )
     if rate is not None:
         parts.append(f'<rect y="3" width="{rate * width:.1f}" height="8" fill="#2e90fa"/>')
     parts.append("</svg>")
@@ -89,8 +93,10 @@ def group_table(kind: str, groups: Sequence[GroupStats]) -> str:
             f'<td class="ttft-p95" data-value="{_raw(g.ttft_p95)}">{seconds(g.ttft_p95)}</td>'
             "</tr>"
         )
-    head = (f"<tr><th>{kind}</th><th>requests</th><th>hit rate</th><th></th><th>expected</th>"
-            "<th>vs expected</th><th>TTFT p50</th><th>TTFT p95</th></tr>")  # fmt: skip
+    head = (
+        f"<tr><th>{kind}</th><th>requests</th><th>hit rate</th><th></th><th>expected</th>"
+        "<th>vs expected</th><th>TTFT p50</th><th>TTFT p95</th></tr>"
+    )
     return f'<table id="{kind}-table">{head}{"".join(rows)}</table>'
 
 
@@ -109,33 +115,42 @@ def ttft_chart(series: Sequence[TtftPoint], width: int = 600, height: int = 200)
     def y(v: float) -> float:
         return top_pad + plot_h * (1 - v / top)
 
-    out = [f'<svg id="ttft-chart" width="{width}" height="{height}" role="img" '
-           'aria-label="TTFT p50 and p95 per minute">']  # fmt: skip
+    out = [
+        f'<svg id="ttft-chart" width="{width}" height="{height}" role="img" '
+        'aria-label="TTFT p50 and p95 per minute">'
+    ]
     for frac in (0, 0.5, 1):
         yy = y(top * frac)
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" '
-                   'stroke="#eef0f3"/>')  # fmt: skip
-        out.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
-                   f'fill="#6b7280">{top * frac:.2f}s</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eef0f3"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="#6b7280">{top * frac:.2f}s</text>'
+        )
     for name, color in (("p95", "#f79009"), ("p50", "#2e90fa")):
-        points = [(x(i), y(v)) for i, p in enumerate(series)
-                  if (v := getattr(p, name)) is not None]  # fmt: skip
+        points = [(x(i), y(v)) for i, p in enumerate(series) if (v := getattr(p, name)) is not None]
         if len(points) > 1:
             path = " ".join(f"{a:.1f},{b:.1f}" for a, b in points)
-            out.append(f'<polyline class="{name}" points="{path}" fill="none" '
-                       f'stroke="{color}" stroke-width="2"/>')  # fmt: skip
+            out.append(
+                f'<polyline class="{name}" points="{path}" fill="none" '
+                f'stroke="{color}" stroke-width="2"/>'
+            )
         for a, b in points:
-            out.append(f'<circle class="{name}" cx="{a:.1f}" cy="{b:.1f}" r="2.5" '
-                       f'fill="{color}"/>')  # fmt: skip
+            out.append(f'<circle class="{name}" cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{color}"/>')
     for i in sorted({0, n - 1}):
         label = series[i].minute.strftime("%H:%M")
-        out.append(f'<text x="{x(i):.1f}" y="{height - 6}" text-anchor="middle" '
-                   f'font-size="11" fill="#6b7280">{label} UTC</text>')  # fmt: skip
+        out.append(
+            f'<text x="{x(i):.1f}" y="{height - 6}" text-anchor="middle" '
+            f'font-size="11" fill="#6b7280">{label} UTC</text>'
+        )
     out.append("</svg>")
-    legend = ('<div class="legend"><span><i class="sw" style="background:#2e90fa"></i>p50'
-              '</span><span><i class="sw" style="background:#f79009"></i>p95</span>'
-              f'<span class="muted">{sum(p.requests for p in series)} requests, '
-              f"{n} minute{'s' if n != 1 else ''}</span></div>")  # fmt: skip
+    legend = (
+        '<div class="legend"><span><i class="sw" style="background:#2e90fa"></i>p50'
+        '</span><span><i class="sw" style="background:#f79009"></i>p95</span>'
+        f'<span class="muted">{sum(p.requests for p in series)} requests, '
+        f"{n} minute{'s' if n != 1 else ''}</span></div>"
+    )
     return "".join(out) + legend
 
 
@@ -168,9 +183,11 @@ def _of(brk: Break) -> str:
 def replicas_section(data: DashboardData) -> str:
     """Engine-wide counters and replica URLs: shown to admin keys only."""
     if not data.admin:
-        return ('<section><h2>Prefix cache per replica</h2><p class="note" id="replicas-note">'
-                "Engine-wide figures (every tenant's traffic) and replica addresses are shown "
-                "to admin keys only (<code>keys create --admin</code>).</p></section>")  # fmt: skip
+        return (
+            '<section><h2>Prefix cache per replica</h2><p class="note" id="replicas-note">'
+            "Engine-wide figures (every tenant's traffic) and replica addresses are shown "
+            "to admin keys only (<code>keys create --admin</code>).</p></section>"
+        )
     return f"<section><h2>Prefix cache per replica</h2>{replica_table(data.replicas, data.router)}</section>"
 
 
@@ -190,8 +207,11 @@ def breaks_html(data: DashboardData) -> str:
             f'<code class="theirs">{escape(snippet(brk.theirs, 60))}</code><br>'
             f'<span class="muted">fix: {escape(brk.cause.advice)}</span></div>'
         )
-    note = f'<p class="note" id="breaks-note">{escape(data.breaks_note)}</p>' if (
-        data.breaks_note) else ""  # fmt: skip
+    note = (
+        f'<p class="note" id="breaks-note">{escape(data.breaks_note)}</p>'
+        if (data.breaks_note)
+        else ""
+    )
     return "".join(out) + note
 
 
@@ -218,8 +238,10 @@ def family_table(families: Sequence[FamilyStats]) -> str:
             f'<td class="rewritten" data-value="{f.rewritten}">{f.rewritten}</td>'
             f'<td class="moves">{escape(moves)}</td></tr>'
         )
-    head = ("<tr><th>family</th><th>requests</th><th>hit rate</th><th>predicted as written"
-            "</th><th>predicted if stabilized</th><th>rewritten</th><th>what moves</th></tr>")  # fmt: skip
+    head = (
+        "<tr><th>family</th><th>requests</th><th>hit rate</th><th>predicted as written"
+        "</th><th>predicted if stabilized</th><th>rewritten</th><th>what moves</th></tr>"
+    )
     return f'<table id="family-table">{head}{"".join(rows)}</table>'
 
 

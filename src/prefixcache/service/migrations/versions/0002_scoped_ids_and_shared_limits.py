@@ -53,9 +53,10 @@ def upgrade() -> None:
     op.create_index("ix_cache_records_session", "cache_records", ["session_id"])
     for group in ("agent_type", "tier"):
         op.create_index(
-            f"ix_cache_records_tenant_{group.split('_')[0]}_ttft", "cache_records",
+            f"ix_cache_records_tenant_{group.split('_')[0]}_ttft",
+            "cache_records",
             ["tenant_id", group, "ttft", "prompt_tokens", "cached_tokens"],
-        )  # fmt: skip
+        )
 
     # existing data: scope the session ids, link replies to the turn before them
     for table in ("messages", "tasks"):
@@ -73,9 +74,13 @@ def upgrade() -> None:
     if postgres:
         for table in ("messages", "tasks"):
             op.create_foreign_key(
-                f"{table}_session_id_fkey", table, "sessions", ["session_id"], ["id"],
+                f"{table}_session_id_fkey",
+                table,
+                "sessions",
+                ["session_id"],
+                ["id"],
                 ondelete="CASCADE",
-            )  # fmt: skip
+            )
 
     op.create_table(
         "rate_windows",
