@@ -14,17 +14,17 @@ from __future__ import annotations
 import argparse
 import time
 
-from prefixcache.analysis.explain import explain
-from prefixcache.analysis.tokenize import (
+from prefixcache.engine.embedded_model import embedded_model_dir
+from prefixcache.prompts.library import PromptLibrary
+from prefixcache.settings import load_settings
+from prefixcache.traces.explain import explain
+from prefixcache.traces.synth import SynthSettings, synth_trace
+from prefixcache.traces.tokenize import (
     ChatTokenizer,
     LocalTokenizer,
     ServerTokenizer,
     tokenize_trace,
 )
-from prefixcache.bench.synth import SynthSettings, synth_trace
-from prefixcache.engine.embedded_model import embedded_model_dir
-from prefixcache.prompts.library import PromptLibrary
-from prefixcache.settings import load_settings
 
 TARGET_S = 30.0
 

@@ -28,12 +28,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefixcache.analysis.render import pct
-from prefixcache.analysis.simulate import Policy, requests_from_trace, simulate, versus_measured
-from prefixcache.analysis.tokenize import LocalTokenizer, tokenize_trace
 from prefixcache.engine.embedded_model import embedded_model_dir
-from prefixcache.llm.trace import TraceRecord, read_trace
 from prefixcache.settings import load_settings
+from prefixcache.traces.records import TraceRecord, read_trace
+from prefixcache.traces.render import pct
+from prefixcache.traces.simulate import Policy, requests_from_trace, simulate, versus_measured
+from prefixcache.traces.tokenize import LocalTokenizer, tokenize_trace
 
 CLI = str(Path(sys.executable).parent / "prefixcache")
 SCENARIOS = ["single", "workflow", "multiturn"]
@@ -110,8 +110,8 @@ def main() -> None:
     big, small, fleet = out / "kv4", out / "kv1", out / "fleet"
     if not args.reuse:
         base = ["bench", *(x for s in SCENARIOS for x in ("--scenario", s))]
-        run([*base, "--arms", ARMS, "--out", str(big)], kv_gib=4)
-        run([*base, "--arms", "no-reuse," + ARMS, "--out", str(small)], kv_gib=1)
+        run([*base, "--arms", ARMS, "--out-dir", str(big)], kv_gib=4)
+        run([*base, "--arms", "no-reuse," + ARMS, "--out-dir", str(small)], kv_gib=1)
         run(
             [
                 "fleet-bench",
@@ -119,7 +119,7 @@ def main() -> None:
                 "2",
                 "--kv-space-gib",
                 str(FLEET_GIB),
-                "--out",
+                "--out-dir",
                 str(fleet),
             ]
         )

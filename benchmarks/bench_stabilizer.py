@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from prefixcache import PromptLibrary
-from prefixcache.analysis.stabilize import Stabilizer
+from prefixcache.traces.stabilize import Stabilizer
 
 TARGET_MS = 1.0
 TOOLS = ("search_docs", "read_file", "write_file", "run_tests", "open_ticket", "deploy")
@@ -54,9 +54,9 @@ def request(static: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, A
 
 def tokens(text: str) -> str:
     """The embedded model's token count of ``text`` (when the model is prepared)."""
-    from prefixcache.analysis.tokenize import LocalTokenizer
     from prefixcache.engine.embedded_model import embedded_model_dir, is_prepared
     from prefixcache.settings import Settings
+    from prefixcache.traces.tokenize import LocalTokenizer
 
     folder = embedded_model_dir(Settings().llm.vllm.model_cache_dir)
     if not is_prepared(folder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefixcache.llm.trace import TraceRecord
+from prefixcache.traces.records import TraceRecord
 
 #: the static text every request of a case shares (long enough to span many blocks)
 STATIC = (

@@ -1,7 +1,10 @@
 """The layout is the architecture: data flows one way, and the prompt library stays light.
 
-prompts -> llm -> engine -> diagnostics / bench -> cli (and later service). ``errors``,
-``settings`` and ``_extras`` sit under everything and import none of the subpackages.
+prompts -> llm -> engine / layout -> diagnostics / traces -> bench -> service -> cli.
+``errors``, ``settings`` and ``_extras`` sit under everything and import none of the
+subpackages. Every allowed edge is one the code uses (an unused one is a test failure,
+so the map cannot drift into allowing everything), and no module imports another
+subpackage's private names.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "prefixcache"
 
-#: subpackage -> the subpackages it may import (besides the base modules)
+#: subpackage -> the subpackages it imports (besides the base modules): exactly these
 ALLOWED: dict[str, set[str]] = {
     "prompts": set(),
     "llm": {"prompts"},
-    "engine": {"prompts", "llm"},
-    "diagnostics": {"prompts", "llm", "engine"},
-    "bench": {"prompts", "llm", "engine"},
-    "service": {"prompts", "llm", "engine", "diagnostics", "analysis"},
-    "analysis": {"prompts", "llm", "engine"},
-    "cli": {"prompts", "llm", "engine", "diagnostics", "analysis", "bench", "service"},
+    "engine": {"llm"},
+    "layout": {"prompts", "llm"},
+    "diagnostics": {"prompts", "llm", "layout"},
+    "traces": {"prompts", "llm", "layout"},
+    "bench": {"prompts", "llm", "engine", "layout", "traces"},
+    "service": {"prompts", "llm", "layout", "traces"},
+    "cli": {"prompts", "llm", "engine", "layout", "diagnostics", "traces", "bench", "service"},
 }
 BASE = {"errors", "settings", "_extras", "_version"}
 LAYERS = set(ALLOWED)
@@ -94,6 +98,54 @@ def test_no_module_reaches_up(path: Path) -> None:
     parts = path.relative_to(PACKAGE).parts
     bad = _violations(path.read_text(encoding="utf-8"), parts)
     assert not bad, f"{'/'.join(parts)} imports {sorted(bad)}, above its layer"
+
+
+def test_every_allowed_edge_is_used() -> None:
+    used: dict[str, set[str]] = {name: set() for name in ALLOWED}
+    for path in _modules():
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) > 1:
+            used[parts[0]] |= (_imports(path.read_text(encoding="utf-8"), parts) & LAYERS) - {
+                parts[0]
+            }
+    assert used == ALLOWED
+
+
+def _private_imports(source: str, parts: tuple[str, ...]) -> list[str]:
+    """Private names (``_x``) a module imports from another subpackage (or a private
+    module of one); the base modules ``_extras`` and ``_version`` are the package's own."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            package = list(parts[:-1])
+            target = [*package[: len(package) - (node.level - 1)], *(node.module or "").split(".")]
+        elif node.module and node.module.startswith("prefixcache."):
+            target = node.module.split(".")[1:]
+        else:
+            continue
+        target = [t for t in target if t]
+        if not target or target[0] == parts[0] or target[0] in {"_extras", "_version"}:
+            continue
+        private_module = [t for t in target if t.startswith("_")]
+        names = [a.name for a in node.names if a.name.startswith("_")]
+        if private_module or names:
+            found.append(f"{'.'.join(target)}: {', '.join(private_module + names)}")
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_another_packages_private_names(path: Path) -> None:
+    parts = path.relative_to(PACKAGE).parts
+    assert not _private_imports(path.read_text(encoding="utf-8"), parts)
+
+
+def test_the_private_import_check_can_fail() -> None:
+    source = "from ..llm.providers import SESSION_HEADER, _response"
+    assert _private_imports(source, ("service", "gateway.py")) == ["llm.providers: _response"]
+    assert _private_imports("from .._extras import require", ("llm", "x.py")) == []
+    assert _private_imports("from .compose import _x", ("prompts", "y.py")) == []
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 
 from prefixcache.bench.report import service_grid
 from prefixcache.bench.results import ArmRun, RequestResult
-from prefixcache.bench.scenarios import DEFAULT_TOOLS, TOOLS, USERS
+from prefixcache.bench.scenarios import USERS
 from prefixcache.bench.service import (
     ServiceClient,
     ServiceHandle,
@@ -22,6 +22,7 @@ from prefixcache.bench.service import (
     sse_events,
 )
 from prefixcache.errors import PrefixCacheError, ProviderUnavailableError
+from prefixcache.prompts.sizes import DEFAULT_TOOLS, TOOLS
 from prefixcache.settings import Settings, load_settings
 
 HANDLE = ServiceHandle("http://svc", {"Alice": "pc_k_secret"}, 12.5, 22, "warm 22/22")

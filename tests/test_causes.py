@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefixcache.analysis.causes import Cause, classify
+from prefixcache.traces.causes import Cause, classify
 
 STATIC = "You are a careful reviewer. Follow the checklist below.\n" * 3
 

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from prefixcache import AgentTierMap
 from prefixcache.errors import PromptTooLongError, ProviderRequestError
-from prefixcache.llm.cache_model import common_prefix_len, predicted_cached_tokens
+from prefixcache.layout.cache_model import common_prefix_len, predicted_cached_tokens
 from prefixcache.llm.inspector import parse_engine_metrics
 from prefixcache.llm.metrics import CacheMetricsRecorder, percentile
 from prefixcache.llm.models import LLMResponse, describe_cache, hit_rate
-from prefixcache.llm.providers import _raise_for_client_error, cached_tokens_from_usage
+from prefixcache.llm.providers import cached_tokens_from_usage, raise_for_client_error
 
 # Lines as vLLM 0.32.0 printed them on /metrics (trimmed to the families read here).
 METRICS = """\
@@ -79,10 +79,10 @@ def test_client_errors_are_typed() -> None:
         'prompt contains at least 8193 input tokens, which exceeds this limit","code":400}}'
     )
     with pytest.raises(PromptTooLongError) as info:
-        _raise_for_client_error(400, body, "http://x", "m")
+        raise_for_client_error(400, body, "http://x", "m")
     assert (info.value.prompt_tokens, info.value.max_context) == (8193, 8192)
     with pytest.raises(ProviderRequestError, match="HTTP 404"):
-        _raise_for_client_error(404, '{"error":{"message":"no such model"}}', "http://x", "m")
+        raise_for_client_error(404, '{"error":{"message":"no such model"}}', "http://x", "m")
 
 
 def _response(prompt: int, cached: int | None, ttft: float) -> LLMResponse:

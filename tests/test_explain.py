@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prefixcache.analysis.explain import explain, realigned_tokens
-from prefixcache.analysis.render import explain_markdown
 from prefixcache.cli.app import app
-from prefixcache.llm.trace import TraceRecord, write_trace
+from prefixcache.traces.explain import explain, realigned_tokens
+from prefixcache.traces.records import TraceRecord, write_trace
+from prefixcache.traces.render import explain_markdown
 
 from .explain_cases import CASES, STATIC, Case
 
@@ -186,8 +186,8 @@ def test_two_tenants_families_stay_apart_and_read_apart() -> None:
     changed text's newlines are escaped once."""
     from rich.console import Console
 
-    from prefixcache.analysis.render import break_lines
-    from prefixcache.cli import analyze
+    from prefixcache.cli import explain as explain_cli
+    from prefixcache.traces.render import break_lines
 
     texts = [f"Now: 10:00:0{i}\n{STATIC}" for i in range(4)]
     records = [
@@ -201,8 +201,8 @@ def test_two_tenants_families_stay_apart_and_read_apart() -> None:
     assert all(b.family == b.reference_family for b in report.breaks)
     console = Console(record=True, width=200)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(analyze, "console", console)
-        analyze._print_explain(report, 2)
+        patch.setattr(explain_cli, "console", console)
+        explain_cli._print_explain(report, 2)
     shown = console.export_text()
     assert all(name.split("]")[0] in shown for name in names)  # "[system 1a2b3c" shown
     brk = dataclasses.replace(report.breaks[0], ours="a\nb", theirs="c\nd")
@@ -213,7 +213,7 @@ def test_two_tenants_families_stay_apart_and_read_apart() -> None:
 def test_fix_names_the_edit_and_the_stabilizer_reaches_the_fixed_rate(tmp_path: Path) -> None:
     """`explain --fix`: the line to move, per family; with a tokenizer (here: code points,
     as the trace's own ids), the hit rate the gateway's stabilizer would reach."""
-    from prefixcache.analysis.stabilize import stabilize_trace
+    from prefixcache.traces.stabilize import stabilize_trace
 
     texts = [f"Now: 2026-11-30 10:00:0{i}\n{STATIC}" for i in range(5)]
     records = [

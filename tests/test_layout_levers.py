@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from prefixcache import ClientSettings, EngineInspector, LLMInterface, PromptLibrary
-from prefixcache.llm.alignment import BlockAligner, align_to_blocks
-from prefixcache.llm.warming import Prefetcher, warm_messages
+from prefixcache.layout.alignment import BlockAligner, align_to_blocks
+from prefixcache.layout.warming import Prefetcher, warm_messages
 from prefixcache.prompts.compose import DYNAMIC_HEADER, pad_text
 from prefixcache.prompts.inputs import PromptInputs
 from prefixcache.prompts.reference import reference_prompt, reference_static

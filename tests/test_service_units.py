@@ -289,7 +289,7 @@ def test_recorded_prompts_expire_and_export_as_a_trace(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from prefixcache.cli.app import app
-    from prefixcache.llm.trace import read_trace
+    from prefixcache.traces.records import read_trace
 
     config = write_config(tmp_path, record_prompts="true", record_prompts_days=3)
     settings = load_settings(config)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prefixcache.analysis.simulate import (
+from prefixcache.cli.app import app
+from prefixcache.traces.records import TraceRecord, write_trace
+from prefixcache.traces.simulate import (
     BlockPool,
     Policy,
     SimRequest,
@@ -20,8 +22,6 @@ from prefixcache.analysis.simulate import (
     kv_blocks,
     simulate,
 )
-from prefixcache.cli.app import app
-from prefixcache.llm.trace import TraceRecord, write_trace
 
 
 def vllm_cached_tokens(

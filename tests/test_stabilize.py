@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefixcache.analysis.stabilize import Stabilizer, allowed_mode, line_shape
+from prefixcache.traces.stabilize import Stabilizer, allowed_mode, line_shape
 
 POLICY = [
     f"Rule {chr(65 + i)}: always check the {w} before you answer."

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from prefixcache import PromptLibrary
-from prefixcache.analysis.stabilize import Stabilizer
 from prefixcache.bench.apps import APPS, STATIC_CHARS, static_text
 from prefixcache.service.auth import Principal
 from prefixcache.service.db import CacheRecord, create_engine, session_factory
 from prefixcache.service.stabilizer import CacheModel, GatewayStabilizer
 from prefixcache.settings import StabilizeSettings
+from prefixcache.traces.stabilize import Stabilizer
 
 from .service_support import Client
 

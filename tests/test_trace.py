@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prefixcache.llm.trace import TraceError, TraceRecord, TraceWriter, read_trace
+from prefixcache.traces.records import TraceError, TraceRecord, TraceWriter, read_trace
 
 
 def _write(path: Path, *lines: object) -> Path:

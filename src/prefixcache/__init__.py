@@ -51,14 +51,14 @@ from .settings import ClientSettings, EngineSettings, Settings, VLLMConfig, load
 
 if TYPE_CHECKING:
     from .engine.local import EngineStatus, LocalEngine
-    from .llm.alignment import align_to_blocks
-    from .llm.cache_model import predicted_cached_tokens
+    from .layout.alignment import align_to_blocks
+    from .layout.cache_model import predicted_cached_tokens
+    from .layout.warming import Prefetcher, warm_prefixes
     from .llm.inspector import EngineCacheStats, EngineInspector
     from .llm.interface import LLMInterface
     from .llm.metrics import Aggregate, CacheMetricsRecorder, RequestRecord
     from .llm.models import LLMRequest, LLMResponse, describe_cache
     from .llm.providers import CacheReportingWarning, RetryPolicy
-    from .llm.warming import Prefetcher, warm_prefixes
 
 #: name -> (module, extra): imported on first use
 _LAZY: dict[str, tuple[str, str]] = {
@@ -67,7 +67,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "LLMInterface": ("prefixcache.llm.interface", "llm"),
     "EngineCacheStats": ("prefixcache.llm.inspector", "llm"),
     "EngineInspector": ("prefixcache.llm.inspector", "llm"),
-    "predicted_cached_tokens": ("prefixcache.llm.cache_model", "llm"),
+    "predicted_cached_tokens": ("prefixcache.layout.cache_model", "llm"),
     "Aggregate": ("prefixcache.llm.metrics", "llm"),
     "CacheMetricsRecorder": ("prefixcache.llm.metrics", "llm"),
     "RequestRecord": ("prefixcache.llm.metrics", "llm"),
@@ -75,9 +75,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "LLMResponse": ("prefixcache.llm.models", "llm"),
     "describe_cache": ("prefixcache.llm.models", "llm"),
     "EngineStatus": ("prefixcache.engine.local", "llm"),
-    "Prefetcher": ("prefixcache.llm.warming", "llm"),
-    "warm_prefixes": ("prefixcache.llm.warming", "llm"),
-    "align_to_blocks": ("prefixcache.llm.alignment", "llm"),
+    "Prefetcher": ("prefixcache.layout.warming", "llm"),
+    "warm_prefixes": ("prefixcache.layout.warming", "llm"),
+    "align_to_blocks": ("prefixcache.layout.alignment", "llm"),
     "LocalEngine": ("prefixcache.engine.local", "llm"),
 }
 

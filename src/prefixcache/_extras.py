@@ -22,3 +22,8 @@ def require(extra: str, feature: str) -> None:
     for module in EXTRAS[extra]:
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(extra, feature, module)
+
+
+def vllm_installed() -> bool:
+    """Whether vLLM itself can be imported (the ``engine`` extra's main part)."""
+    return importlib.util.find_spec("vllm") is not None

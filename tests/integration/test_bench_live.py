@@ -16,7 +16,6 @@ from prefixcache.bench.runner import Benchmark, BenchSettings
 from prefixcache.bench.scenarios import (
     ALIGNED,
     APPEND_ONLY,
-    DEFAULT_TOOLS,
     GUIDE_LAYOUT,
     NAIVE,
     NO_REUSE,
@@ -24,7 +23,6 @@ from prefixcache.bench.scenarios import (
     PREFETCH,
     REFERENCE,
     SERVICE,
-    TOOLS,
     USERS,
     WARMED,
     mixed_steps,
@@ -35,6 +33,7 @@ from prefixcache.bench.service import ServiceLauncher
 from prefixcache.engine.local import LocalEngine
 from prefixcache.llm.inspector import EngineInspector
 from prefixcache.llm.interface import LLMInterface
+from prefixcache.prompts.sizes import DEFAULT_TOOLS, TOOLS
 
 pytestmark = pytest.mark.integration
 
@@ -191,8 +190,8 @@ def test_alignment_puts_shared_layers_on_block_boundaries(
     engine: LocalEngine, block_size: int
 ) -> None:
     from prefixcache import PromptLibrary, Settings, align_to_blocks
-    from prefixcache.llm.alignment import BlockAligner
-    from prefixcache.llm.cache_model import common_prefix_len, predicted_cached_tokens
+    from prefixcache.layout.alignment import BlockAligner
+    from prefixcache.layout.cache_model import common_prefix_len, predicted_cached_tokens
 
     library = PromptLibrary(Settings())
     with EngineInspector(engine.base_url, engine.model) as inspector:

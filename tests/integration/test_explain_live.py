@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from prefixcache import LocalEngine
-from prefixcache.analysis.explain import explain
-from prefixcache.analysis.tokenize import ServerTokenizer, tokenize_trace
 from prefixcache.llm.inspector import EngineInspector
+from prefixcache.traces.explain import explain
+from prefixcache.traces.tokenize import ServerTokenizer, tokenize_trace
 
 from ..explain_cases import CASES, Case
 
@@ -59,7 +59,7 @@ def bench_trace(engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory) -
         "naive,optimized",
         "--base-url",
         engine.base_url,
-        "--out",
+        "--out-dir",
         str(out),
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -17,7 +17,7 @@ from prefixcache.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from prefixcache.llm.cache_model import common_prefix_len, predicted_cached_tokens
+from prefixcache.layout.cache_model import common_prefix_len, predicted_cached_tokens
 from prefixcache.llm.inspector import EngineInspector
 from prefixcache.llm.interface import LLMInterface
 from prefixcache.llm.metrics import CacheMetricsRecorder

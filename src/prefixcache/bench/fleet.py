@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 from ..engine.fleet import Fleet, FleetFigures, fleet_figures
 from ..errors import PrefixCacheError
+from ..layout.warming import warm_prefixes
 from ..llm.interface import LLMInterface
 from ..llm.metrics import percentile
 from ..llm.models import Message
-from ..llm.trace import TraceRecord
-from ..llm.warming import warm_prefixes
 from ..prompts.library import PromptLibrary
+from ..traces.records import TraceRecord
 from .report import Grid
 from .scenarios import CONCURRENT_AGENTS, MIXED_TASKS, USERS
 

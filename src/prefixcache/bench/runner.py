@@ -28,17 +28,17 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from ..errors import PrefixCacheError, ProviderTimeoutError, ProviderUnavailableError
-from ..llm.alignment import align_to_blocks
-from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
+from ..layout.alignment import align_to_blocks
+from ..layout.cache_model import common_prefix_len, predicted_cached_tokens
+from ..layout.warming import Prefetcher, warm_messages
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
 from ..llm.models import LLMResponse, Message
-from ..llm.trace import TraceRecord, TraceWriter
-from ..llm.warming import Prefetcher, warm_messages
 from ..prompts.inputs import PromptInputs
 from ..prompts.library import PromptLibrary
 from ..prompts.reference import reference_prompt
 from ..prompts.tiers import AgentProfile
+from ..traces.records import TraceRecord, TraceWriter
 from .results import ArmRun, RequestResult
 from .scenarios import (
     DEFAULT_ARMS,

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..prompts.inputs import PromptInputs
+from ..prompts.sizes import DEFAULT_TOOLS, TOOLS
 
 
 class Layout(StrEnum):
@@ -132,24 +133,6 @@ class Scenario:
 
     def select_arms(self, names: Sequence[str]) -> list[Arm]:
         return [a for a in self.arms if a.name in names]
-
-
-TOOLS: dict[str, tuple[str, ...]] = {
-    "frontend-engineer": ("file_read", "file_write", "npm_run"),
-    "backend-engineer": ("file_read", "file_write", "database_query", "run_tests"),
-    "senior-backend-engineer": ("file_read", "file_write", "database_query", "run_tests"),
-    "database-engineer": ("database_query", "file_read", "explain_plan"),
-    "documentation-engineer": ("file_read", "file_write"),
-    "testing-engineer": ("file_read", "file_write", "run_tests"),
-    "devops-engineer": ("file_read", "file_write", "shell"),
-    "project-manager": ("task_board",),
-    "code-reviewer": ("file_read", "git_diff"),
-    "performance-engineer": ("file_read", "profiler", "run_benchmark"),
-    "security-auditor": ("file_read", "vulnerability_scan"),
-    "code-refactorer": ("file_read", "file_write", "run_tests"),
-    "orchestrator": ("assign_task", "task_board"),
-}
-DEFAULT_TOOLS = ("file_read", "file_write")
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import PrefixCacheError
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
-from ..llm.trace import TraceWriter
 from ..prompts.library import PromptLibrary
+from ..prompts.sizes import DEFAULT_TOOLS, TOOLS
 from ..settings import ClientSettings
+from ..traces.records import TraceWriter
 from .apps import static_text
 from .report import apps_grid, environment, grids, print_report, run_status, save
 from .results import ArmRun, as_dict
 from .runner import Benchmark, BenchmarkAborted, BenchSettings
-from .scenarios import DEFAULT_TOOLS, TOOLS, USERS
+from .scenarios import USERS
 from .service import ServiceLauncher
 from .unmodified import STABILIZE_TENANTS, TENANTS, AppsRun, run_apps
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import analyze, diagnose, engine, prompts, service
+from . import analyze, doctor, engine, explain, prompts, serve, simulate
 from . import bench as bench_cmd
 from .common import CliState
 
@@ -39,10 +39,12 @@ def _root(
 
 prompts.register(app)
 engine.register(app)
-diagnose.register(app)
-bench_cmd.register(app)
-service.register(app)
 analyze.register(app)
+doctor.register(app)
+bench_cmd.register(app)
+serve.register(app)
+explain.register(app)
+simulate.register(app)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

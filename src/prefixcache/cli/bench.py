@@ -12,8 +12,8 @@ import typer
 from ..bench.scenarios import ARM_NAMES, DEFAULT_ARMS, SCENARIOS
 from ..bench.session import BenchSession
 from ..engine.local import free_port
-from ..llm.trace import save_trace
-from .common import BaseUrlOption, console, csv, err_console, handled, state
+from ..traces.records import save_trace
+from .common import BaseUrlOption, console, csv, csv_numbers, err_console, handled, state
 from .engine import local_engine
 
 
@@ -36,7 +36,7 @@ def bench(
         list[str] | None,
         typer.Option(
             "--arms",
-            help=f"Arms (comma list): {', '.join(ARM_NAMES)} (default: all but prefetch).",
+            help=f"Arms (repeatable or comma-separated): {', '.join(ARM_NAMES)} (default: all but prefetch).",
         ),
     ] = None,
     repeat: Annotated[
@@ -44,7 +44,11 @@ def bench(
     ] = 1,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded per request.")] = 32,
     sweep: Annotated[
-        str | None, typer.Option(help="Scenario 1 again at these max_tokens, e.g. 16,32,64,256.")
+        list[str] | None,
+        typer.Option(
+            help="Scenario 1 again at these max_tokens (repeatable or comma-separated), "
+            "e.g. 16,32,64,256."
+        ),
     ] = None,
     sessions: Annotated[int, typer.Option(min=1, help="Concurrent sessions (scenario 5).")] = 8,
     requests_per_session: Annotated[
@@ -65,8 +69,9 @@ def bench(
         ),
     ] = 0.0,
     base_url: BaseUrlOption = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Results folder (default results/<timestamp>).")
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Results folder (default results/<timestamp>)."),
     ] = None,
 ) -> None:
     """Run real agent workflows on a real vLLM server, arms side by side, and write a report."""
@@ -85,14 +90,7 @@ def bench(
         raise typer.BadParameter(
             f"unknown arm(s) {bad_arms}; choose from {', '.join(ARM_NAMES)}", param_hint="--arms"
         )
-    try:
-        sweep_counts = tuple(int(x) for x in csv([sweep] if sweep else []))
-    except ValueError:
-        raise typer.BadParameter(
-            f"takes comma-separated integers, got {sweep!r}", param_hint="--sweep"
-        ) from None
-    if any(m < 1 for m in sweep_counts):
-        raise typer.BadParameter("max_tokens must be at least 1", param_hint="--sweep")
+    sweep_counts = tuple(csv_numbers(sweep, int, "--sweep", 1))
     cli = state(ctx)
     session = BenchSession(
         library=cli.library,
@@ -105,7 +103,7 @@ def bench(
         requests_per_session=requests_per_session,
         passes=passes,
         tool_time=tool_time,
-        out=out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"),
+        out=out_dir or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"),
         command="prefixcache " + " ".join(sys.argv[1:])
         if "bench" in sys.argv
         else "prefixcache bench",
@@ -133,8 +131,9 @@ def fleet_bench(
         int | None,
         typer.Option(min=1, help="KV cache per replica (GiB; default fleet.kv_space_gib)."),
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Results folder (default results/fleet-<timestamp>).")
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Results folder (default results/fleet-<timestamp>)."),
     ] = None,
 ) -> None:
     """The fleet benchmark: N fresh replicas behind vllm-router, the same agent sessions
@@ -164,7 +163,7 @@ def fleet_bench(
     grid = fleet_grid(runs, replicas)
     console.print(grid.rich())
     console.print(f"[dim]{grid.note}[/dim]")
-    folder = out or Path("results") / datetime.now().strftime("fleet-%Y%m%d-%H%M%S")
+    folder = out_dir or Path("results") / datetime.now().strftime("fleet-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fleet.md").write_text(grid.markdown())
     save_trace(folder / "trace.jsonl", [r for run in runs for r in run.records])

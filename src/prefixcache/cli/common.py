@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -62,10 +63,39 @@ def state(ctx: typer.Context) -> CliState:
     return obj
 
 
-BaseUrlOption = Annotated[
-    str | None,
-    typer.Option("--base-url", help="A running vLLM server (default: llm.vllm in the config)."),
+# -- options that mean the same on every command ------------------------------------------
+
+_BASE_URL_HELP = "A running vLLM server or vllm-router (default: llm.vllm in the config)."
+BaseUrlOption = Annotated[str | None, typer.Option("--base-url", help=_BASE_URL_HELP)]
+BaseUrlsOption = Annotated[
+    list[str] | None,
+    typer.Option("--base-url", help=_BASE_URL_HELP + " Repeatable, or comma-separated."),
 ]
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+FormatOption = Annotated[
+    Format, typer.Option("--format", help="table (for the terminal), json or markdown.")
+]
+OutFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Also write the report to this file (as --format, JSON for a table)."
+    ),
+]
+
+
+def write_out(out: Path | None, text: str) -> None:
+    """``--out FILE``: write ``text`` there (its folder created) and say so on stderr."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        err_console.print(f"written: {out}")
 
 
 def short_tier(tier: str) -> str:
@@ -75,8 +105,25 @@ def short_tier(tier: str) -> str:
 
 
 def csv(values: list[str] | None) -> list[str]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
+    """Every list option is repeatable and takes commas: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+N = TypeVar("N", int, float)
+
+
+def csv_numbers(values: list[str] | None, kind: type[N], option: str, minimum: N) -> list[N]:
+    """A list option of numbers (repeatable, comma-separated); a usage error names it."""
+    try:
+        numbers = [kind(v) for v in csv(values)]
+    except ValueError:
+        raise typer.BadParameter(
+            f"takes {kind.__name__}s (repeatable or comma-separated), got {values}",
+            param_hint=option,
+        ) from None
+    if any(n < minimum for n in numbers):
+        raise typer.BadParameter(f"every value must be at least {minimum}", param_hint=option)
+    return numbers
 
 
 F = TypeVar("F", bound=Callable[..., Any])

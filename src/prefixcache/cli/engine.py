@@ -10,7 +10,7 @@ from ..engine.embedded_model import prepare_embedded_model
 from ..engine.fleet import Fleet
 from ..engine.local import LocalEngine
 from ..settings import VLLMConfig
-from .common import err_console, handled, state
+from .common import BaseUrlsOption, csv, err_console, handled, state
 
 
 def register(app: typer.Typer) -> None:
@@ -197,34 +197,30 @@ def warm(
     ctx: typer.Context,
     agent: Annotated[
         list[str] | None,
-        typer.Option("--agent", "-a", help="Agent type (repeatable; default all)."),
-    ] = None,
-    base_url: Annotated[
-        list[str] | None,
         typer.Option(
-            "--base-url",
-            help="Servers to warm (repeatable; default: every replica of "
-            "the running fleet, else llm.vllm).",
+            "--agent", "-a", help="Agent type (repeatable or comma-separated; default all)."
         ),
     ] = None,
+    base_url: BaseUrlsOption = None,
     salt: Annotated[
         str | None, typer.Option(help="The cache_salt the requests will use (a tenant's).")
     ] = None,
 ) -> None:
     """Prefill agents' static prefixes on every server (every replica of a fleet, directly,
-    so that no replica meets the shared base prompt cold)."""
+    so that no replica meets the shared base prompt cold; default: every replica of the
+    running fleet, else llm.vllm)."""
     import asyncio
 
+    from ..layout.warming import warm_prefixes
     from ..llm.interface import LLMInterface
-    from ..llm.warming import warm_prefixes
 
     cli = state(ctx)
     cfg = cli.vllm()
-    urls = list(base_url or [])
+    urls = csv(base_url)
     if not urls:
         fleet = _recorded_fleet(ctx)
         urls = fleet.replica_urls if fleet is not None and fleet.router_pid() else [cfg.url]
-    agents = agent or cli.library.tiers.agents()
+    agents = csv(agent) or cli.library.tiers.agents()
 
     async def go() -> None:
         for url in urls:

@@ -13,7 +13,7 @@ from ..errors import PromptRenderError
 from ..prompts.lint import lint_paths
 from ..prompts.registry import PromptRegistry
 from ..prompts.sizes import prompt_sizes
-from .common import console, err_console, handled, short_tier, state
+from .common import console, csv, err_console, handled, short_tier, state
 
 
 def register(app: typer.Typer) -> None:
@@ -85,7 +85,9 @@ def analyze_prompts(
     ctx: typer.Context,
     agent: Annotated[
         list[str] | None,
-        typer.Option("--agent", "-a", help="Agent type (repeatable; default all)."),
+        typer.Option(
+            "--agent", "-a", help="Agent type (repeatable or comma-separated; default all)."
+        ),
     ] = None,
 ) -> None:
     """Per agent: characters in each static layer, the static prefix and a typical suffix."""
@@ -95,7 +97,7 @@ def analyze_prompts(
         table.add_column(column, no_wrap=True)
     for column in ("base", "tier block", "role", "static", "dynamic", "static %"):
         table.add_column(column, justify="right")
-    for name in agent or library.tiers.agents():
+    for name in csv(agent) or library.tiers.agents():
         s = prompt_sizes(library, name)
         table.add_row(
             s.agent_type,

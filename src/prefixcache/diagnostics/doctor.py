@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 import warnings
 from collections.abc import Callable
@@ -12,9 +11,9 @@ from typing import Literal
 
 import httpx
 
-from ..engine.local import vllm_installed
+from .._extras import vllm_installed
 from ..errors import PrefixCacheError
-from ..llm.inspector import EngineCacheStats, EngineInspector
+from ..llm.inspector import EngineCacheStats, EngineInspector, router_workers
 from ..llm.interface import LLMInterface
 from ..prompts.library import PromptLibrary
 from ..prompts.lint import lint_paths
@@ -121,21 +120,6 @@ def run_checks(
     ):
         _server_checks(library, config, inspector, agent_type, add, metrics)
     return checks
-
-
-def workers_in(answer: httpx.Response) -> list[str]:
-    """The worker URLs in an answer to ``GET /list_workers`` ([] if it is not vllm-router's)."""
-    if answer.status_code != 200 or "json" not in answer.headers.get("content-type", ""):
-        return []
-    return sorted(set(re.findall(r"https?://[A-Za-z0-9.\-\[\]:]+", answer.text)))
-
-
-def router_workers(url: str) -> list[str]:
-    """The worker URLs if ``url`` is vllm-router (its /list_workers), else []."""
-    try:
-        return workers_in(httpx.get(f"{url}/list_workers", timeout=3))
-    except httpx.HTTPError:
-        return []
 
 
 def _server_checks(

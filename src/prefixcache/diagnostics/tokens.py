@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import PrefixCacheError
-from ..llm.cache_model import common_prefix_len, predicted_cached_tokens
+from ..layout.cache_model import common_prefix_len, predicted_cached_tokens
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
 from ..llm.models import Message

@@ -8,7 +8,7 @@ require("llm", "prefixcache.engine (the local engine)")
 
 from .embedded_model import embedded_model_dir, is_prepared, prepare_embedded_model  # noqa: E402
 from .fleet import Fleet, FleetFigures, FleetStatus, fleet_figures  # noqa: E402
-from .local import EngineStatus, LocalEngine, free_port, vllm_installed  # noqa: E402
+from .local import EngineStatus, LocalEngine, free_port  # noqa: E402
 
 __all__ = [
     "EngineStatus",
@@ -21,5 +21,4 @@ __all__ = [
     "free_port",
     "is_prepared",
     "prepare_embedded_model",
-    "vllm_installed",
 ]

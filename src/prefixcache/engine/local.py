@@ -10,7 +10,6 @@ folder, and stops the server and its children by PID. The server's temporary fil
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from types import TracebackType
 
 import httpx
 
+from .._extras import vllm_installed
 from ..errors import EngineError
 from ..settings import VLLMConfig
 from .embedded_model import embedded_model_dir, is_prepared, prepare_embedded_model
@@ -42,10 +42,6 @@ class EngineStatus:
     pid: int | None
     url: str
     log_file: Path
-
-
-def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
 
 
 def port_in_use(host: str, port: int) -> bool:

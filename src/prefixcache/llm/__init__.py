@@ -1,5 +1,5 @@
 """The LLM client: request/response models, providers, ``LLMInterface``, the server
-inspector (``/tokenize``, ``/metrics``), the cache model and the metrics recorder.
+inspector (``/tokenize``, ``/metrics``) and the metrics recorder.
 
 Needs the ``llm`` extra (httpx, prometheus-client).
 """
@@ -8,7 +8,6 @@ from .._extras import require
 
 require("llm", "prefixcache.llm (the LLM client)")
 
-from .cache_model import common_prefix_len, predicted_cached_tokens  # noqa: E402
 from .inspector import EngineCacheStats, EngineInspector, parse_engine_metrics  # noqa: E402
 from .interface import LLMInterface  # noqa: E402
 from .metrics import Aggregate, CacheMetricsRecorder, RequestRecord  # noqa: E402
@@ -33,8 +32,6 @@ __all__ = [
     "RequestRecord",
     "RetryPolicy",
     "VLLMProvider",
-    "common_prefix_len",
     "describe_cache",
     "parse_engine_metrics",
-    "predicted_cached_tokens",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -187,3 +188,19 @@ class EngineInspector:
                 url=self.base_url,
             ) from exc
         return replace(stats, version=self.version())
+
+
+# -- vllm-router ------------------------------------------------------------------
+def workers_in(answer: httpx.Response) -> list[str]:
+    """The worker URLs in an answer to ``GET /list_workers`` ([] if it is not vllm-router's)."""
+    if answer.status_code != 200 or "json" not in answer.headers.get("content-type", ""):
+        return []
+    return sorted(set(re.findall(r"https?://[A-Za-z0-9.\-\[\]:]+", answer.text)))
+
+
+def router_workers(url: str) -> list[str]:
+    """The worker URLs if ``url`` is vllm-router (its /list_workers), else []."""
+    try:
+        return workers_in(httpx.get(f"{url}/list_workers", timeout=3))
+    except httpx.HTTPError:
+        return []

@@ -25,10 +25,10 @@ from .models import LLMRequest, LLMResponse, Message, describe_cache
 from .providers import (
     OllamaProvider,
     Provider,
+    RetryableError,
     RetryPolicy,
     VLLMProvider,
-    _error_message,
-    _Retryable,
+    error_message,
 )
 from .validation import validate_messages, validate_request
 
@@ -190,7 +190,7 @@ class LLMInterface:
                     if isinstance(event, LLMResponse):
                         self._observe(event, request)
                     yield event
-            except _Retryable as exc:
+            except RetryableError as exc:
                 raise self._final_error(provider, exc) from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise self._final_error(provider, exc) from exc
@@ -223,7 +223,7 @@ class LLMInterface:
                     "llm.vllm.request_timeout_s, lower max_tokens, or check the server's load.",
                     url=provider.base_url,
                 ) from exc
-            except (httpx.ConnectError, httpx.ConnectTimeout, _Retryable) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, RetryableError) as exc:
                 if attempt >= self.retry.max_retries:
                     raise self._final_error(provider, exc) from exc
                 delay = self.retry.delay(attempt)
@@ -250,10 +250,10 @@ class LLMInterface:
 
     def _final_error(self, provider: Provider, exc: Exception) -> ProviderError:
         tries = self.retry.max_retries + 1
-        if isinstance(exc, _Retryable):
+        if isinstance(exc, RetryableError):
             return ProviderRequestError(
                 f"The {provider.name} server at {provider.base_url} failed with HTTP {exc.status} "
-                f"{tries} time(s): {_error_message(exc.body)}. Check its log "
+                f"{tries} time(s): {error_message(exc.body)}. Check its log "
                 "(`prefixcache engine logs`).",
                 url=provider.base_url,
                 status=exc.status,

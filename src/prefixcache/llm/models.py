@@ -84,6 +84,42 @@ class LLMResponse:
     def served_model(self) -> str:
         return self.metadata["served_model"]
 
+    @classmethod
+    def build(
+        cls,
+        *,
+        content: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached: int | None,
+        ttft: float | None,
+        elapsed: float,
+        finish: str | None,
+        provider: str,
+        model: str,
+        request_id: str | None,
+        served_model: str | None = None,
+    ) -> LLMResponse:
+        """A response from the figures a provider (or the gateway) read: ``model`` is the
+        model asked for, ``served_model`` the one that answered (``metadata["model"]``)."""
+        usage: Usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "cached_tokens": cached,
+        }
+        metadata: ResponseMetadata = {
+            "cached_tokens": cached,
+            "cache_hit_rate": hit_rate(cached, prompt_tokens),
+            "ttft": ttft,
+            "provider": provider,
+            "model": served_model or model,
+            "served_model": served_model or model,
+            "requested_model": model,
+            "request_id": request_id,
+        }
+        return cls(content, usage, metadata, elapsed, finish)
+
 
 def hit_rate(cached_tokens: int | None, prompt_tokens: int) -> float | None:
     """cached / prompt as a fraction, ``None`` when unknown."""

@@ -53,7 +53,7 @@ class StaticLayers:
 
 #: Block-alignment padding: an HTML comment of ``PAD_UNIT``s (each one token in the
 #: usual BPE tokenizers), appended to a layer so that the layer ends on a KV block
-#: boundary of the serving engine (see ``prefixcache.llm.alignment``).
+#: boundary of the serving engine (see ``prefixcache.layout.alignment``).
 PAD_OPEN = "<!-- "
 PAD_UNIT = ". "
 PAD_CLOSE = "-->"
@@ -112,7 +112,7 @@ class PromptComposer:
 
     def set_padding(self, padding: Mapping[LayerChain, int]) -> None:
         """Pad layers to block boundaries: ``{(base,): n, (base, tier): m, ...}`` units
-        (computed against a serving engine by ``prefixcache.llm.alignment``)."""
+        (computed against a serving engine by ``prefixcache.layout.alignment``)."""
         with self._lock:
             self._padding = {tuple(k): int(v) for k, v in padding.items() if v > 0}
             self._prefixes.clear()

@@ -23,6 +23,25 @@ TYPICAL_CALL = PromptInputs(
 )
 
 
+#: The tools each agent of the benchmark and the synthetic traces is given.
+TOOLS: dict[str, tuple[str, ...]] = {
+    "frontend-engineer": ("file_read", "file_write", "npm_run"),
+    "backend-engineer": ("file_read", "file_write", "database_query", "run_tests"),
+    "senior-backend-engineer": ("file_read", "file_write", "database_query", "run_tests"),
+    "database-engineer": ("database_query", "file_read", "explain_plan"),
+    "documentation-engineer": ("file_read", "file_write"),
+    "testing-engineer": ("file_read", "file_write", "run_tests"),
+    "devops-engineer": ("file_read", "file_write", "shell"),
+    "project-manager": ("task_board",),
+    "code-reviewer": ("file_read", "git_diff"),
+    "performance-engineer": ("file_read", "profiler", "run_benchmark"),
+    "security-auditor": ("file_read", "vulnerability_scan"),
+    "code-refactorer": ("file_read", "file_write", "run_tests"),
+    "orchestrator": ("assign_task", "task_board"),
+}
+DEFAULT_TOOLS = ("file_read", "file_write")
+
+
 @dataclass(frozen=True)
 class PromptSizes:
     """Character sizes of one agent's prompt layers for a typical call."""

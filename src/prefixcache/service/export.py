@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..llm.trace import TraceRecord
+from ..traces.records import TraceRecord
 from .db import CacheRecord
 
 

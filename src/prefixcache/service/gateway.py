@@ -23,7 +23,8 @@ import httpx
 
 from ..errors import ProviderRequestError, ProviderTimeoutError, ProviderUnavailableError
 from ..llm.models import LLMResponse
-from ..llm.providers import SESSION_HEADER, _response, cached_tokens_from_usage, prefix_key
+from ..llm.providers import SESSION_HEADER, prefix_key
+from ..llm.sse import Line, StreamState, cached_tokens_from_usage
 from .auth import Principal
 from .conversations import Conversations
 from .errors import RETRY_AFTER_S
@@ -185,9 +186,7 @@ class Gateway:
         what was measured."""
         started = time.perf_counter()
         deadline = self.state.settings.service.gateway.stream_deadline_s
-        ttft: float | None = None
-        usage: dict[str, Any] | None = None
-        model: str | None = None
+        stream = StreamState()
         failure: str | None = None
         lines = answer.aiter_lines()
         try:
@@ -203,19 +202,9 @@ class Gateway:
                 except httpx.HTTPError as exc:
                     failure = f"the engine's stream broke ({type(exc).__name__})"
                     break
-                if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
-                    try:
-                        chunk = json.loads(line[5:])
-                    except ValueError:
-                        chunk = None
-                    if isinstance(chunk, dict):
-                        model = model or chunk.get("model")
-                        if ttft is None and chunk.get("choices"):
-                            ttft = time.perf_counter() - started
-                        if chunk.get("usage") and not chunk.get("choices"):
-                            usage = chunk["usage"]
-                            if not asked_usage:
-                                continue  # the caller did not ask for it: not passed on
+                kind = stream.feed_lenient(line, time.perf_counter() - started)
+                if kind is Line.USAGE and not asked_usage:
+                    continue  # the caller did not ask for it: not passed on
                 yield (line + "\n").encode()
             if failure is not None:
                 error = {
@@ -228,11 +217,15 @@ class Gateway:
                 yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
         finally:
             await answer.aclose()
-            if usage is not None or failure is not None:
+            if stream.usage is not None or failure is not None:
                 # a task of its own: the client may close the stream right after its last
                 # byte, which cancels this generator before an await here could finish
                 response = _record_response(
-                    model, body, usage or {}, ttft, time.perf_counter() - started
+                    stream.model,
+                    body,
+                    stream.usage or {},
+                    stream.ttft,
+                    time.perf_counter() - started,
                 )
                 self.state.later(self._record(principal, body, agent_header, response, note))
             if failure is not None:
@@ -283,7 +276,7 @@ def _record_response(
     elapsed: float,
 ) -> LLMResponse:
     prompt = int(usage.get("prompt_tokens") or 0)
-    return _response(
+    return LLMResponse.build(
         content="",
         prompt_tokens=prompt,
         completion_tokens=int(usage.get("completion_tokens") or 0),

@@ -24,11 +24,10 @@ from typing import Any
 
 import httpx
 
-from ..analysis.blocks import block_hashes, max_cacheable_blocks
-from ..analysis.stabilize import CHARS_PER_TOKEN, Mode, Rewrite, Stabilizer, allowed_mode
-from ..diagnostics.doctor import workers_in
-from ..llm.inspector import parse_engine_metrics
+from ..layout.cache_model import block_hashes, max_cacheable_blocks
+from ..llm.inspector import parse_engine_metrics, workers_in
 from ..llm.models import Message
+from ..traces.stabilize import CHARS_PER_TOKEN, Mode, Rewrite, Stabilizer, allowed_mode
 from .auth import Principal
 
 logger = logging.getLogger("prefixcache.service")

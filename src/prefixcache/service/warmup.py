@@ -31,12 +31,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from sqlalchemy import func, select
 
-from ..analysis.blocks import block_hashes
-from ..diagnostics.doctor import workers_in
-from ..llm.alignment import align_to_blocks
-from ..llm.inspector import EngineInspector
+from ..layout.alignment import align_to_blocks
+from ..layout.cache_model import block_hashes
+from ..layout.warming import warm_messages
+from ..llm.inspector import EngineInspector, workers_in
 from ..llm.interface import LLMInterface
-from ..llm.warming import warm_messages
 from ..prompts.library import PromptLibrary
 from .auth import Principal
 from .db import ApiKey, CacheRecord, User

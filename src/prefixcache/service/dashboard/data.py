@@ -21,12 +21,11 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import select
 
-from ...analysis.explain import Break, explain
-from ...analysis.tokenize import ServerTokenizer
-from ...diagnostics.doctor import workers_in
 from ...errors import PrefixCacheError
-from ...llm.inspector import parse_engine_metrics
+from ...llm.inspector import parse_engine_metrics, workers_in
 from ...llm.metrics import percentile
+from ...traces.explain import Break, explain
+from ...traces.tokenize import ServerTokenizer
 from ..auth import Principal
 from ..db import CacheRecord, utcnow
 from ..export import to_trace

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from ...analysis.explain import Break
-from ...analysis.render import pct, snippet
 from ...errors import ConfigError
 from ...prompts.tiers import parse_hit_range
+from ...traces.explain import Break
+from ...traces.render import pct, snippet
 from ..protocol import FamilyStats, GroupStats
 from .data import DashboardData, ReplicaFigures, TtftPoint
 

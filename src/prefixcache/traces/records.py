@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PrefixCacheError
-from .models import LLMResponse, Message
+from ..llm.models import LLMResponse, Message
 
 
 class TraceError(PrefixCacheError, ValueError):

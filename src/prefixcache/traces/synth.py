@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from ..llm.models import Message
-from ..llm.trace import TraceRecord
 from ..prompts.inputs import PromptInputs
 from ..prompts.library import PromptLibrary
-from .scenarios import DEFAULT_TOOLS, TOOLS
+from ..prompts.sizes import DEFAULT_TOOLS, TOOLS
+from .records import TraceRecord
 
 _TASKS = (
     "Review the change to the payment retry logic and list the risks.",

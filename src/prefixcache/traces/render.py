@@ -1,9 +1,10 @@
-"""Plain-text renderings of the analysis reports (Markdown); the terminal tables are the
-CLI's (rich), built from the same figures."""
+"""Plain-text renderings of the trace reports (Markdown, table cells); the terminal tables
+are the CLI's (rich), built from the same cells."""
 
 from __future__ import annotations
 
 from .explain import Break, ExplainReport, FamilySummary
+from .simulate import SimReport, Study, Versus
 
 
 def pct(value: float | None) -> str:
@@ -82,3 +83,68 @@ def explain_markdown(report: ExplainReport, worst: int = 5) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+# -- simulate ---------------------------------------------------------------------------
+
+
+def simulate_cells(r: SimReport, rate: float | None) -> dict[str, str]:
+    """One simulation's figures as the table's and the Markdown's cells."""
+    s = r.savings(rate)
+    return {
+        "KV blocks": f"{r.num_blocks:,}",
+        "policy": r.policy.value if r.replicas > 1 else "one replica",
+        "hit rate": pct(r.hit_rate),
+        "prefill tokens saved": f"{r.cached_tokens:,}",
+        "GPU-s saved": "-" if s["gpu_seconds_saved"] is None else f"{s['gpu_seconds_saved']:.1f}",
+        "TTFT saved/req": "-"
+        if s["ttft_saved_mean_s"] is None
+        else f"{s['ttft_saved_mean_s'] * 1000:.0f} ms",
+        "per replica": "/".join(str(n) for n in r.per_replica_requests),
+        "balance": "-" if r.balance is None else f"{r.balance:.2f}",
+        "evictions": f"{sum(r.evictions):,}",
+    }
+
+
+def rate_text(rate: float | None, source: object) -> str:
+    return f"{rate:,.0f} tokens/s ({source})" if rate else "not given"
+
+
+def versus_text(versus: Versus) -> str:
+    return (
+        f"against the trace's measured cached tokens: {versus.equal}/{versus.requests} "
+        f"requests equal; hit rate predicted {pct(versus.predicted_hit_rate)} vs measured "
+        f"{pct(versus.measured_hit_rate)}"
+    )
+
+
+#: the Markdown's columns (the terminal table adds requests per replica)
+MARKDOWN_COLUMNS = (
+    "KV blocks",
+    "policy",
+    "hit rate",
+    "prefill tokens saved",
+    "GPU-s saved",
+    "TTFT saved/req",
+    "balance",
+    "evictions",
+)
+
+
+def simulate_markdown(study: Study) -> str:
+    first = study.reports[0]
+    lines = [
+        f"Simulated {study.requests} requests: {first.replicas} replica(s), block "
+        f"{first.block_size}, prefill rate {rate_text(study.prefill_rate, study.prefill_rate_source)}",
+        "",
+        "| KV blocks per replica | policy | hit rate | prefill tokens saved | GPU-s saved "
+        "| TTFT saved/request | balance | evictions |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in study.reports:
+        cells = simulate_cells(r, study.prefill_rate)
+        lines.append("| " + " | ".join(cells[c] for c in MARKDOWN_COLUMNS) + " |")
+    if study.versus is not None:
+        text = versus_text(study.versus)
+        lines += ["", text[0].upper() + text[1:] + "."]
+    return "\n".join(lines) + "\n"

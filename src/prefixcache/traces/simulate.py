@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..llm.trace import TraceRecord
-from .blocks import block_hashes, max_cacheable_blocks
+from ..layout.cache_model import block_hashes, max_cacheable_blocks
+from .records import TraceRecord
 
 #: cache_aware, vllm-router's defaults: the share of the prompt a replica must hold to be
 #: chosen for its cache, and the load gap that switches to least-loaded routing
@@ -487,3 +487,107 @@ def kv_blocks(*, kv_bytes: float, bytes_per_token: float, block_size: int) -> in
 def bytes_per_token(*, layers: int, kv_heads: int, head_dim: int, dtype_bytes: int = 2) -> int:
     """KV bytes one token takes: keys and values, every layer."""
     return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+# -- a study: one trace under several KV sizes and policies ------------------------------
+
+
+def kv_sizes(
+    *,
+    kv_blocks_per_replica: Sequence[int] = (),
+    kv_gib: Sequence[float] = (),
+    kv_bytes_per_token: int | None = None,
+    block_size: int,
+    server_blocks: int | None = None,
+) -> list[int]:
+    """The KV sizes (blocks per replica) to simulate: the ones given in blocks, then the
+    ones given in GiB, else the server's; ``ValueError`` naming the option to give."""
+    sizes = list(kv_blocks_per_replica)
+    if kv_gib:
+        if kv_bytes_per_token is None:
+            raise ValueError("--kv-gib needs --kv-bytes-per-token")
+        sizes += [
+            kv_blocks(kv_bytes=g * 2**30, bytes_per_token=kv_bytes_per_token, block_size=block_size)
+            for g in kv_gib
+        ]
+    if not sizes and server_blocks:
+        sizes = [server_blocks]
+    if not sizes:
+        raise ValueError(
+            "Give the KV space: --kv-blocks N, or --kv-gib G with --kv-bytes-per-token B, or "
+            "--base-url of a server to read it from."
+        )
+    return sizes
+
+
+def parse_policies(names: Sequence[str]) -> list[Policy]:
+    """Policy names (``all`` for every one) as ``Policy`` values; ``ValueError`` if unknown."""
+    chosen = [n.strip() for n in names if n.strip()] or [Policy.ROUND_ROBIN.value]
+    if "all" in chosen:
+        return list(Policy)
+    unknown = [n for n in chosen if n not in {p.value for p in Policy}]
+    if unknown:
+        raise ValueError(f"one of {', '.join(p.value for p in Policy)} or all (got {unknown})")
+    return [Policy(n) for n in chosen]
+
+
+@dataclass
+class Study:
+    """One trace simulated under each KV size and policy, beside what it measured."""
+
+    trace: str
+    tokens_from: str
+    requests: int
+    prefill_rate: float | None
+    prefill_rate_source: str | None
+    reports: list[SimReport]
+    versus: Versus | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace": self.trace,
+            "tokens_from": self.tokens_from,
+            "requests": self.requests,
+            "prefill_tokens_per_s": self.prefill_rate,
+            "prefill_rate_source": self.prefill_rate_source,
+            "runs": [r.to_json(self.prefill_rate) for r in self.reports],
+            "measured": self.versus.to_json() if self.versus else None,
+        }
+
+
+def study(
+    records: Sequence[TraceRecord],
+    tokens: Sequence[Sequence[int]],
+    *,
+    trace: str,
+    tokens_from: str,
+    block_size: int,
+    sizes: Sequence[int],
+    policies: Sequence[Policy],
+    replicas: int = 1,
+    seed: int = 0,
+    concurrency: int = 1,
+    prefill_rate: float | None = None,
+) -> Study:
+    """Simulate ``records`` at every size and policy (one policy on one replica); compare
+    the first run with the cached tokens the trace measured."""
+    requests = requests_from_trace(records, tokens)
+    rate = prefill_rate or prefill_rate_from(records)
+    reports = [
+        simulate(
+            requests,
+            block_size=block_size,
+            num_blocks=blocks,
+            replicas=replicas,
+            policy=p,
+            seed=seed,
+            concurrency=concurrency,
+        )
+        for blocks in sizes
+        for p in (policies if replicas > 1 else policies[:1])
+    ]
+    versus = (
+        versus_measured(reports[0], [r.cached_tokens for r in records]) if replicas == 1 else None
+    )
+    source = "option" if prefill_rate else ("trace" if rate else None)
+    return Study(trace, tokens_from, len(records), rate, source, reports, versus)

@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..llm.models import Message
-from ..llm.trace import TraceRecord
 from .explain import family_key
+from .records import TraceRecord
+from .tokenize import ChatTokenizer
 
 Mode = Literal["off", "shadow", "on"]
 MODES: tuple[Mode, ...] = ("off", "shadow", "on")
@@ -460,3 +461,28 @@ def stabilize_trace(
             out.append(record)
         fixes[rewrite.family] = fix
     return out, fixes
+
+
+def stabilized_rates(
+    records: Sequence[TraceRecord],
+    tokens: Sequence[list[int]],
+    block_size: int,
+    tokenizer: ChatTokenizer | None,
+) -> tuple[dict[str, float | None], dict[str, FamilyFix]]:
+    """Per family: the hit rate had the gateway's stabilizer sent the trace, and what it
+    moved (no figure when a rewritten request cannot be tokenized: the trace carries its
+    own token ids, or no tokenizer is at hand)."""
+    from .explain import explain
+
+    stable, fixes = stabilize_trace(records, block_size * CHARS_PER_TOKEN)
+    changed = [i for i, (a, b) in enumerate(zip(records, stable, strict=True)) if a is not b]
+    if not changed:
+        return {}, fixes
+    if tokenizer is None or any(r.prompt_token_ids is not None for r in records):
+        return {}, fixes
+    encoded = tokenizer.encode_chats([stable[i].messages for i in changed])
+    stable_tokens = [list(t) for t in tokens]
+    for i, ids in zip(changed, encoded, strict=True):
+        stable_tokens[i] = ids
+    report = explain(stable, stable_tokens, block_size)
+    return {f.family: f.hit_rate for f in report.families}, fixes

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ..errors import PrefixCacheError, ProviderUnavailableError
 from ..llm.models import Message
-from ..llm.trace import TraceRecord
+from .records import TraceRecord
 
 
 class TokenizerError(PrefixCacheError):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from ..llm.interface import LLMInterface
+from ..llm.models import LLMResponse, Message
 from ..prompts.library import PromptLibrary
-from .interface import LLMInterface
-from .models import LLMResponse, Message
 
 WARM_USER_MESSAGE = "Ready."
 

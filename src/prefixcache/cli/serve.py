@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import PrefixCacheError
-from .common import csv, err_console, handled, state
+from .common import BaseUrlOption, csv, err_console, handled, state
 
 
 def register(app: typer.Typer) -> None:
@@ -37,9 +37,7 @@ def serve(
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port (default: service.port).")
     ] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="The vLLM server (default: llm.vllm).")
-    ] = None,
+    base_url: BaseUrlOption = None,
 ) -> None:
     """Run the service: /chat, /tasks, the OpenAI-compatible /v1 gateway, /sessions,
     /stats, /metrics, /health, /ready; OpenAPI docs at /docs."""
@@ -131,7 +129,10 @@ def keys_create(
     user: Annotated[str, typer.Option(help="The user within the tenant.")],
     tools: Annotated[
         list[str] | None,
-        typer.Option(help="Tools this user may use (comma list; default: every agent tool)."),
+        typer.Option(
+            help="Tools this user may use (repeatable or comma-separated; default: every "
+            "agent tool)."
+        ),
     ] = None,
     admin: Annotated[
         bool,
@@ -190,15 +191,15 @@ def keys_revoke(
 
 def export_trace(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="The JSONL trace to write.")],
+    out: Annotated[Path, typer.Option("--out", help="The JSONL trace to write.")],
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's requests.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the latest N requests.")] = None,
 ) -> None:
     """Write the requests the service recorded (service.record_prompts) as a trace for
     `prefixcache explain` and `prefixcache simulate`."""
     _require_service()
-    from ..llm.trace import save_trace
     from ..service.export import recorded_trace
+    from ..traces.records import save_trace
 
     isolation = state(ctx).settings.service.cache_isolation
     records = asyncio.run(

@@ -32,11 +32,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..llm.cache_model import common_prefix_len
+from ..layout.cache_model import block_hashes, common_prefix_len, max_cacheable_blocks
 from ..llm.models import Message
-from ..llm.trace import TraceRecord
-from .blocks import block_hashes, max_cacheable_blocks
 from .causes import Cause, classify, classify_messages_order
+from .records import TraceRecord
 
 #: tokens that must match in a row before two prompts count as realigned
 ANCHOR = 16

@@ -18,9 +18,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from ..llm.inspector import EngineInspector
 from ..prompts.compose import LayerChain, PromptComposer, pad_text
 from .cache_model import common_prefix_len
-from .inspector import EngineInspector
 
 _CACHE: dict[tuple[str, str, int, str], dict[LayerChain, int]] = {}
 _LOCK = threading.Lock()
