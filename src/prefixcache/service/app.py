@@ -21,10 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._version import __version__
 from ..errors import PrefixCacheError
 from ..settings import Settings
-from .api import router
 from .dashboard import router as dashboard_router
 from .errors import to_http
 from .migrate import upgrade_database
+from .routes import router
 from .state import ServiceState, build_state
 
 logger = logging.getLogger("prefixcache.service")

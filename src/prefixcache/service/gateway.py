@@ -20,17 +20,19 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
+from fastapi import Response
 
 from ..errors import ProviderRequestError, ProviderTimeoutError, ProviderUnavailableError
 from ..llm.models import LLMResponse
 from ..llm.providers import SESSION_HEADER, prefix_key
 from ..llm.sse import Line, StreamState, cached_tokens_from_usage
-from .auth import Principal
+from .auth import NAME_PATTERN, Principal
 from .conversations import Conversations
 from .errors import RETRY_AFTER_S
-from .gateway_contract import GatewayContract
-from .stabilizer import Stabilized
+from .gateway_contract import GatewayContract, header_value, parse_json
+from .stabilizer import STABILIZED_HEADER, Stabilized
 from .state import ServiceState
+from .streaming import GuardedStreamingResponse
 
 AGENT_HEADER = "x-agent-type"
 #: the agents that come next, comma-separated: prefilled for the caller after the answer
@@ -114,6 +116,68 @@ class Gateway:
             options["include_usage"] = True
             out["stream_options"] = options
         return out, asked_usage, note
+
+    async def handle(
+        self,
+        caller: Principal,
+        raw: bytes,
+        *,
+        agent_header: str | None = None,
+        session_header: str | None = None,
+        next_agents: str | None = None,
+        stabilize: str | None = None,
+    ) -> Response:
+        """One ``POST /v1/chat/completions``: the allowlisted body with the tenant's salt,
+        through admission, to vLLM; the answer unchanged (streamed or not), then the
+        prefetch of the next agents' prefixes."""
+        body = parse_json(raw)
+        state, convos, gateway = self.state, self.conversations, self
+        agent = header_value(AGENT_HEADER, agent_header, NAME_PATTERN)
+        session = header_value(SESSION_HEADER, session_header, NAME_PATTERN)
+        upcoming = convos.next_agents(
+            [a.strip() for a in next_agents.split(",") if a.strip()] if next_agents else None
+        )
+        routed = f"{caller.tenant}/{session}" if session else None
+        upstream, asked_usage, note = gateway.prepare(caller, body, stabilize, agent)
+        stabilized = {STABILIZED_HEADER: note.rewrite.header()} if note and note.applied else {}
+        release = await state.admission.acquire(caller.key_id, caller.tenant)
+        try:
+            if upstream.get("stream"):
+                answer = await gateway.open_stream(upstream, session, caller)
+                if answer.status_code >= 400:
+                    content = await answer.aread()
+                    await answer.aclose()
+                    release()
+                    return Response(
+                        content,
+                        status_code=answer.status_code,
+                        media_type=answer.headers.get("content-type"),
+                    )
+                stream = gateway.relay(caller, body, agent, answer, asked_usage, note)
+
+                async def close() -> None:  # however the response ended (or never began)
+                    release()
+                    await answer.aclose()
+                    convos.prefetch(caller, upcoming, routed)
+
+                return GuardedStreamingResponse(
+                    stream, media_type="text/event-stream", on_close=close, headers=stabilized
+                )
+            status, content, headers = await gateway.complete(
+                caller, body, upstream, agent, session, note
+            )
+        except BaseException:
+            release()
+            raise
+        release()
+        if status < 400:
+            convos.prefetch(caller, upcoming, routed)
+        return Response(
+            content,
+            status_code=status,
+            media_type=headers["content-type"],
+            headers=stabilized if status < 400 else None,
+        )
 
     async def models(self) -> httpx.Response:
         with upstream_errors(self.state.vllm_url):

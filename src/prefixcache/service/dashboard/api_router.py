@@ -17,8 +17,8 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..api import State
 from ..auth import Principal, authenticate, bearer_key, principal_for_key_id
+from ..routes.deps import State
 from ..state import ServiceState
 from .data import BreakExplainer, gather
 from .render import login_page, page
