@@ -1,4 +1,5 @@
-"""The README's quick-start snippets run as written."""
+"""The README's quick-start snippets run as written (the usage guide's live ones run in
+``integration/test_readme_live.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 
 
 def quick_start_snippets() -> list[str]:
@@ -21,7 +23,7 @@ def test_quick_start_snippets_run() -> None:
         exec(compile(snippet, str(README), "exec"), {})
 
 
-def section_snippets(heading: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
+def section_snippets(heading: str, doc: Path = USAGE) -> list[str]:
+    text = doc.read_text(encoding="utf-8")
     section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)

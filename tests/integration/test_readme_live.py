@@ -1,4 +1,4 @@
-"""The README's "Talking to vLLM" snippet runs as written against the real engine."""
+"""The usage guide's "Talking to vLLM" snippet runs as written against the real engine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from prefixcache import set_default_library
 from prefixcache.engine.local import LocalEngine
 
-from ..test_readme import README, section_snippets
+from ..test_readme import USAGE, section_snippets
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_talking_to_vllm_snippet(
     [snippet] = section_snippets("Talking to vLLM")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(snippet, str(README), "exec"), {})
+        exec(compile(snippet, str(USAGE), "exec"), {})
     first, second = [line.split() for line in out.getvalue().splitlines()]
     assert int(second[1]) >= int(first[0]) - 256  # the second request reuses the prefix
     assert int(first[1]) in (0, int(second[1]))  # cold, or warm from an earlier identical run
