@@ -279,3 +279,23 @@ def test_the_apps_scenario_sends_every_arm_its_own_way_and_reads_the_shadow_figu
     assert run.predictions["timestamp-first"].stabilized == 0.9  # type: ignore[attr-defined]
     grid = apps_grid(run)  # type: ignore[arg-type]
     assert [row[0] for row in grid.rows] == ["timestamp-first", "already-stable"]
+
+
+def test_plain_progress_lines_name_each_stage_and_estimate_what_is_left() -> None:
+    from rich.console import Console
+
+    from prefixcache.bench.session import PlainLines
+
+    console = Console(record=True, width=200, force_terminal=False)
+    lines = PlainLines(console, total=25, began=0.0)
+    messages = [f"single reference #{i} frontend-engineer" for i in range(1, 11)]
+    messages += [f"single pass 2 reference #{i} frontend-engineer" for i in range(1, 11)]
+    messages += [f"workflow reference #{i} prd-writer" for i in range(1, 6)]
+    for message in messages:
+        lines.tick(message)
+    out = console.export_text().splitlines()
+    stages = [line.split(" (at")[0] for line in out if line.startswith("== ")]
+    assert stages == ["== single", "== single pass 2", "== workflow"]
+    counted = [line for line in out if line.startswith("[")]
+    assert [line.split("]")[0] for line in counted] == ["[10/25", "[20/25", "[25/25"]
+    assert "s left)" in counted[0] and "left" not in counted[-1]

@@ -398,7 +398,8 @@ class Benchmark:
         lane.results.append(result)
         label = "warm-up" if warmup else f"#{index}"
         status = "" if result.success else " FAILED"
-        self._on_request(f"{lane.scenario} {lane.arm.name} {label} {agent}{status}")
+        where = f"{lane.scenario} pass {pass_no}" if pass_no > 1 else lane.scenario
+        self._on_request(f"{where} {lane.arm.name} {label} {agent}{status}")
         if self._unreachable >= self.abort_after:
             raise BenchmarkAborted(
                 f"{self._unreachable} requests in a row could not reach the server "

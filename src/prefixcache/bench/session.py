@@ -36,21 +36,32 @@ PLAIN_EVERY = 10
 
 @dataclass
 class PlainLines:
-    """Progress as plain lines: one every ``PLAIN_EVERY`` requests, and at the last of
-    ``total`` when it is known."""
+    """Progress as plain lines, for a log (CI, a pipe): a line when a scenario (or its
+    next pass) begins, then one every ``PLAIN_EVERY`` requests and at the last one, each
+    with the time so far and, when the total is known, an estimate of the time left."""
 
     console: Console
     total: int | None = None
     sent: int = 0
     began: float = field(default_factory=time.monotonic)
+    stage: str | None = None
 
     def tick(self, message: str) -> None:
         self.sent += 1
+        elapsed = time.monotonic() - self.began
+        stage = message.split(" pass ")[0].split(" ")[0] + (
+            f" pass {message.split(' pass ')[1].split(' ')[0]}" if " pass " in message else ""
+        )
+        if stage != self.stage:
+            self.stage = stage
+            self.console.print(f"== {stage} (at {elapsed:.0f} s)", highlight=False)
         if self.sent % PLAIN_EVERY == 0 or self.sent == self.total:
             of = f"/{self.total}" if self.total is not None else ""
+            left = ""
+            if self.total is not None and self.sent < self.total:
+                left = f", about {elapsed / self.sent * (self.total - self.sent):.0f} s left"
             self.console.print(
-                f"[{self.sent}{of}] {message} ({time.monotonic() - self.began:.0f} s)",
-                highlight=False,
+                f"[{self.sent}{of}] {message} ({elapsed:.0f} s{left})", highlight=False
             )
 
 
