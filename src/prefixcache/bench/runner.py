@@ -94,16 +94,10 @@ class BenchSettings:
         """Requests one arm run sends (warm-ups included): what the progress bar ticks."""
         if scenario.kind is Kind.SEQUENTIAL:
             assert scenario.steps is not None
-            steps = scenario.steps()
-            extra = len({s.agent_type for s in steps}) if arm.warm else 0
-            if arm.prefetch:
-                extra += len(prefetch_plan(steps))
-            return len(steps) * self.passes + extra
+            return sequential_requests(scenario.steps(), arm, self.passes)
         if scenario.kind is Kind.MULTITURN:
             return len(MULTITURN_TURNS)
-        plan = concurrent_steps(self.sessions, self.requests_per_session)
-        warm = len({steps[0].agent_type for steps in plan}) if arm.warm else 0
-        return self.sessions * self.requests_per_session + warm
+        return concurrent_requests(concurrent_steps(self.sessions, self.requests_per_session), arm)
 
     def planned_requests(self) -> int:
         total = 0
@@ -116,6 +110,20 @@ class BenchSettings:
 ProgressFn = Callable[[str], None]
 
 
+def sequential_requests(steps: Sequence[Step], arm: Arm, passes: int) -> int:
+    """Requests an arm sends over sequential ``steps``: every step each pass, plus one
+    warm-up per agent (``warm``) and one prefetch per agent switch (``prefetch``)."""
+    warm = len({s.agent_type for s in steps}) if arm.warm else 0
+    prefetch = len(prefetch_plan(steps)) if arm.prefetch else 0
+    return len(steps) * passes + warm + prefetch
+
+
+def concurrent_requests(plan: Sequence[Sequence[Step]], arm: Arm) -> int:
+    """Requests an arm sends over concurrent sessions, warm-ups included."""
+    warm = len({steps[0].agent_type for steps in plan}) if arm.warm else 0
+    return sum(len(steps) for steps in plan) + warm
+
+
 def prefetch_plan(steps: Sequence[Step]) -> list[int]:
     """Indices (0-based) of the steps whose agent is prefetched during the step before:
     the first time an agent appears after step 1 (a prefix already used is cached)."""
@@ -126,6 +134,23 @@ def prefetch_plan(steps: Sequence[Step]) -> list[int]:
             plan.append(i)
             seen.add(step.agent_type)
     return plan
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request of an arm: what is sent (``messages``, or ``send`` through the
+    service, which builds the prompt itself) and where its row goes."""
+
+    messages: Sequence[Message]
+    index: int
+    agent: str
+    max_tokens: int
+    salt: str
+    predict: bool  # tokenize first and predict the cached tokens from the lane's history
+    warmup: bool = False
+    session: int = 0
+    pass_no: int = 1
+    send: Send | None = None
 
 
 @dataclass
@@ -154,40 +179,36 @@ class _Lane:
 
     def row(
         self,
+        spec: RequestSpec,
         profile: AgentProfile,
         *,
-        max_tokens: int,
-        index: int,
-        warmup: bool,
         response: LLMResponse | None = None,
         error: str | None = None,
         elapsed: float = 0.0,
         predicted: int | None = None,
-        session: int = 0,
         stall: float = 0.0,
-        pass_no: int = 1,
     ) -> RequestResult:
         """One result row: the response's figures, or a failed row with ``error``."""
         where = RequestResult(
             scenario=self.scenario,
             arm=self.arm.name,
             repeat=self.repeat,
-            max_tokens=max_tokens,
-            index=index,
+            max_tokens=spec.max_tokens,
+            index=spec.index,
             agent_type=profile.agent_type,
             tier=profile.tier.value,
-            warmup=warmup,
+            warmup=spec.warmup,
             prompt_tokens=0,
             cached_tokens=None,
             predicted_cached=None,
             completion_tokens=0,
             ttft=None,
             processing_time=elapsed,
-            session=session,
+            session=spec.session,
             success=response is not None,
             error=error,
             stall=stall,
-            pass_no=pass_no,
+            pass_no=spec.pass_no,
         )
         if response is None:
             return where
@@ -322,84 +343,58 @@ class Benchmark:
         ]
 
     # -- the one request loop ---------------------------------------------------------
-    async def _request(
-        self,
-        lane: _Lane,
-        messages: Sequence[Message],
-        *,
-        index: int,
-        agent: str,
-        max_tokens: int,
-        salt: str,
-        predict: bool,
-        warmup: bool = False,
-        session: int = 0,
-        pass_no: int = 1,
-        send: Send | None = None,
-    ) -> tuple[RequestResult, str]:
-        """Send one request (``send``: through the service instead of to the engine); a
+    async def _request(self, lane: _Lane, spec: RequestSpec) -> tuple[RequestResult, str]:
+        """Send one request (``spec.send``: through the service instead of to the engine); a
         failure becomes a failed row. Returns the row and the reply."""
-        stall, lane.stall = (0.0, lane.stall) if warmup else (lane.stall, 0.0)
-        profile = self.library.tiers.profile(agent)
-        predicted: int | None = 0 if lane.arm.unique_salt and not warmup else None
+        stall, lane.stall = (0.0, lane.stall) if spec.warmup else (lane.stall, 0.0)
+        profile = self.library.tiers.profile(spec.agent)
+        predicted: int | None = 0 if lane.arm.unique_salt and not spec.warmup else None
         started = time.perf_counter()
         content = ""
         overhead: float | None = None
         try:
             tokens: list[int] | None = None
-            if send is not None:  # the service builds the prompt: nothing to predict
-                reply = await send()
+            if spec.send is not None:  # the service builds the prompt: nothing to predict
+                reply = await spec.send()
                 response, overhead = reply.response, reply.overhead
             else:
-                if predict:
-                    tokens = await asyncio.to_thread(self.inspector.tokenize_messages, messages)
+                if spec.predict:
+                    tokens = await asyncio.to_thread(
+                        self.inspector.tokenize_messages, spec.messages
+                    )
                     shared = max((common_prefix_len(tokens, t) for t in lane.seen), default=0)
                     predicted = predicted_cached_tokens(len(tokens), shared, self.block_size)
                 response = await self.llm.chat_completion(
-                    messages,
-                    max_tokens=max_tokens,
-                    cache_salt=salt,
-                    agent_type=agent,
+                    spec.messages,
+                    max_tokens=spec.max_tokens,
+                    cache_salt=spec.salt,
+                    agent_type=spec.agent,
                     ignore_eos=True,
                 )
         except PrefixCacheError as exc:
             if isinstance(exc, ProviderUnavailableError | ProviderTimeoutError):
                 self._unreachable += 1
             result = lane.row(
+                spec,
                 profile,
-                max_tokens=max_tokens,
-                index=index,
-                warmup=warmup,
                 error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
                 elapsed=time.perf_counter() - started,
-                session=session,
                 stall=stall,
-                pass_no=pass_no,
             )
         else:
             self._unreachable = 0
             if tokens is not None:
                 lane.seen.append(tokens)
-            if self.trace is not None and send is None:
-                self._trace(lane, messages, agent, salt, response, warmup, session, pass_no)
+            if self.trace is not None and spec.send is None:
+                self._trace(lane, spec, response)
             content = response.content
-            result = lane.row(
-                profile,
-                max_tokens=max_tokens,
-                index=index,
-                warmup=warmup,
-                response=response,
-                predicted=predicted,
-                session=session,
-                stall=stall,
-                pass_no=pass_no,
-            )
+            result = lane.row(spec, profile, response=response, predicted=predicted, stall=stall)
             result = replace(result, overhead=overhead)
         lane.results.append(result)
-        label = "warm-up" if warmup else f"#{index}"
+        label = "warm-up" if spec.warmup else f"#{spec.index}"
         status = "" if result.success else " FAILED"
-        where = f"{lane.scenario} pass {pass_no}" if pass_no > 1 else lane.scenario
-        self._on_request(f"{where} {lane.arm.name} {label} {agent}{status}")
+        where = f"{lane.scenario} pass {spec.pass_no}" if spec.pass_no > 1 else lane.scenario
+        self._on_request(f"{where} {lane.arm.name} {label} {spec.agent}{status}")
         if self._unreachable >= self.abort_after:
             raise BenchmarkAborted(
                 f"{self._unreachable} requests in a row could not reach the server "
@@ -407,31 +402,21 @@ class Benchmark:
             )
         return result, content
 
-    def _trace(
-        self,
-        lane: _Lane,
-        messages: Sequence[Message],
-        agent: str,
-        salt: str,
-        response: LLMResponse,
-        warmup: bool,
-        session: int,
-        pass_no: int,
-    ) -> None:
+    def _trace(self, lane: _Lane, spec: RequestSpec, response: LLMResponse) -> None:
         assert self.trace is not None
         self.trace.write(
             TraceRecord.from_response(
-                messages,
+                spec.messages,
                 response,
-                cache_salt=salt,
-                agent=agent,
-                session=f"{lane.scenario}/{lane.arm.name}/{lane.repeat}/{session}",
+                cache_salt=spec.salt,
+                agent=spec.agent,
+                session=f"{lane.scenario}/{lane.arm.name}/{lane.repeat}/{spec.session}",
                 labels={
                     "scenario": lane.scenario,
                     "arm": lane.arm.name,
-                    "pass": str(pass_no),
+                    "pass": str(spec.pass_no),
                     "repeat": str(lane.repeat),
-                    "warmup": "yes" if warmup else "no",
+                    "warmup": "yes" if spec.warmup else "no",
                 },
             )
         )
@@ -441,13 +426,15 @@ class Benchmark:
         for agent in dict.fromkeys(agents):
             await self._request(
                 lane,
-                self.warmup_messages(agent, lane.arm),
-                index=0,
-                agent=agent,
-                max_tokens=1,
-                salt=lane.salt,
-                predict=predict,
-                warmup=True,
+                RequestSpec(
+                    messages=self.warmup_messages(agent, lane.arm),
+                    index=0,
+                    agent=agent,
+                    max_tokens=1,
+                    salt=lane.salt,
+                    predict=predict,
+                    warmup=True,
+                ),
             )
 
     def _lanes_for(
@@ -495,7 +482,6 @@ class Benchmark:
         After each step an arm "runs its tools" for ``tool_time`` seconds; an arm with
         ``prefetch`` prefetches the next step's agent during that time, and any wait for
         the prefetch beyond it is charged to that arm's next request (``stall``)."""
-        warm_agents = len({s.agent_type for s in steps})
         prefetch_at = set(prefetch_plan(steps))
         lanes = self._lanes_for(
             scenario,
@@ -503,11 +489,7 @@ class Benchmark:
             repeat,
             max_tokens,
             salt,
-            lambda a: (
-                len(steps) * passes
-                + (warm_agents if a.warm else 0)
-                + (len(prefetch_at) if a.prefetch else 0)
-            ),
+            lambda a: sequential_requests(steps, a, passes),
         )
         for lane in lanes:
             lane.library = self.library_for(lane.arm)
@@ -546,27 +528,31 @@ class Benchmark:
             send = self._service_step(lane, step, index, steps, max_tokens, pass_no=pass_no)
             await self._request(
                 lane,
-                [],
-                index=index,
-                agent=step.agent_type,
-                max_tokens=max_tokens,
-                salt="",
-                predict=False,
-                pass_no=pass_no,
-                send=send,
+                RequestSpec(
+                    messages=[],
+                    index=index,
+                    agent=step.agent_type,
+                    max_tokens=max_tokens,
+                    salt="",
+                    predict=False,
+                    pass_no=pass_no,
+                    send=send,
+                ),
             )
             return
         unique = lane.arm.unique_salt
         salt = f"{lane.salt}-p{pass_no}-{index}" if unique else lane.salt
         await self._request(
             lane,
-            self.messages(lane.arm, step),
-            index=index,
-            agent=step.agent_type,
-            max_tokens=max_tokens,
-            salt=salt,
-            predict=not unique,
-            pass_no=pass_no,
+            RequestSpec(
+                messages=self.messages(lane.arm, step),
+                index=index,
+                agent=step.agent_type,
+                max_tokens=max_tokens,
+                salt=salt,
+                predict=not unique,
+                pass_no=pass_no,
+            ),
         )
 
     # -- the service arm ------------------------------------------------------------------
@@ -674,9 +660,17 @@ class Benchmark:
             agent = prefetcher.agent_of[digest]
             if agent in recorded:
                 continue
-            profile = self.library.tiers.profile(agent)
+            spec = RequestSpec(
+                messages=(),
+                index=0,
+                agent=agent,
+                max_tokens=1,
+                salt=lane.salt,
+                predict=False,
+                warmup=True,
+            )
             lane.results.append(
-                lane.row(profile, max_tokens=1, index=0, warmup=True, response=response)
+                lane.row(spec, self.library.tiers.profile(agent), response=response)
             )
             recorded.add(agent)
             # what the prefetch cached is part of what later requests can reuse
@@ -717,30 +711,34 @@ class Benchmark:
             client, session = lane.service, f"{lane.tag}-multiturn-1"
             _, reply = await self._request(
                 lane,
-                [],
-                index=index,
-                agent=MULTITURN_AGENT,
-                max_tokens=max_tokens,
-                salt="",
-                predict=False,
-                send=lambda: client.chat(
-                    "Alice",
-                    message=turn,
-                    agent_type=MULTITURN_AGENT,
-                    session_id=session,
+                RequestSpec(
+                    messages=[],
+                    index=index,
+                    agent=MULTITURN_AGENT,
                     max_tokens=max_tokens,
+                    salt="",
+                    predict=False,
+                    send=lambda: client.chat(
+                        "Alice",
+                        message=turn,
+                        agent_type=MULTITURN_AGENT,
+                        session_id=session,
+                        max_tokens=max_tokens,
+                    ),
                 ),
             )
         else:
             unique = lane.arm.unique_salt
             _, reply = await self._request(
                 lane,
-                self.multiturn_messages(lane.arm, lane.history, turn),
-                index=index,
-                agent=MULTITURN_AGENT,
-                max_tokens=max_tokens,
-                salt=f"{lane.salt}-{index}" if unique else lane.salt,
-                predict=not unique,
+                RequestSpec(
+                    messages=self.multiturn_messages(lane.arm, lane.history, turn),
+                    index=index,
+                    agent=MULTITURN_AGENT,
+                    max_tokens=max_tokens,
+                    salt=f"{lane.salt}-{index}" if unique else lane.salt,
+                    predict=not unique,
+                ),
             )
         lane.history += [
             {"role": "user", "content": turn},
@@ -753,9 +751,8 @@ class Benchmark:
         """``sessions`` conversations at once, each ``per_session`` requests in order."""
         plan = concurrent_steps(sessions, per_session)
         agents = [steps[0].agent_type for steps in plan]
-        warm = len(set(agents)) if arm.warm else 0
         [lane] = self._lanes_for(
-            "concurrent", [arm], repeat, max_tokens, salt, lambda a: sessions * per_session + warm
+            "concurrent", [arm], repeat, max_tokens, salt, lambda a: concurrent_requests(plan, a)
         )
         if arm.warm:
             await self._warm_up(lane, agents, predict=False)
@@ -768,25 +765,29 @@ class Benchmark:
                     )
                     await self._request(
                         lane,
-                        [],
-                        index=i,
-                        agent=step.agent_type,
-                        max_tokens=max_tokens,
-                        salt="",
-                        predict=False,
-                        session=number,
-                        send=send,
+                        RequestSpec(
+                            messages=[],
+                            index=i,
+                            agent=step.agent_type,
+                            max_tokens=max_tokens,
+                            salt="",
+                            predict=False,
+                            session=number,
+                            send=send,
+                        ),
                     )
                     continue
                 await self._request(
                     lane,
-                    self.messages(arm, step),
-                    index=i,
-                    agent=step.agent_type,
-                    max_tokens=max_tokens,
-                    salt=f"{lane.salt}-{number}-{i}" if arm.unique_salt else lane.salt,
-                    predict=False,
-                    session=number,
+                    RequestSpec(
+                        messages=self.messages(arm, step),
+                        index=i,
+                        agent=step.agent_type,
+                        max_tokens=max_tokens,
+                        salt=f"{lane.salt}-{number}-{i}" if arm.unique_salt else lane.salt,
+                        predict=False,
+                        session=number,
+                    ),
                 )
 
         async with self._service_for([lane]):
