@@ -9,11 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import httpx
-
 from .._extras import vllm_installed
 from ..errors import PrefixCacheError
-from ..llm.inspector import EngineCacheStats, EngineInspector, router_workers
+from ..llm.inspector import EngineCacheStats, EngineInspector, answers_ok, router_workers
 from ..llm.interface import LLMInterface
 from ..prompts.library import PromptLibrary
 from ..prompts.lint import lint_paths
@@ -108,11 +106,7 @@ def _installed(remote: bool) -> Check:
 
 
 def _reachable(url: str) -> Check:
-    try:
-        healthy = httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        healthy = False
-    if healthy:
+    if answers_ok(url, "/health", timeout=5):
         return Check("server reachable", "PASS", f"{url}/health answered 200")
     return Check(
         "server reachable",

@@ -25,7 +25,7 @@ from types import TracebackType
 import httpx
 
 from ..errors import EngineError
-from ..llm.inspector import EngineCacheStats, EngineInspector
+from ..llm.inspector import EngineCacheStats, EngineInspector, answers_ok
 from ..settings import FleetSettings, VLLMConfig
 from .local import LocalEngine, port_in_use, terminate
 
@@ -228,17 +228,11 @@ class Fleet:
         raise EngineError(f"vllm-router did not answer /health within {timeout:.0f} s.")
 
     def router_healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.router_url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_ok(self.router_url, "/health")
 
     def router_serving(self) -> bool:
         """The router can route requests (its /readiness), even with a worker down."""
-        try:
-            return httpx.get(f"{self.router_url}/readiness", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_ok(self.router_url, "/readiness")
 
     def stop_router(self) -> bool:
         pid = self._router.pid if self._router is not None else self.router_pid()

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from .._extras import vllm_installed
 from ..errors import EngineError
+from ..llm.inspector import answers_ok
 from ..settings import VLLMConfig
 from .embedded_model import embedded_model_dir, is_prepared, prepare_embedded_model
 
@@ -241,11 +240,7 @@ class LocalEngine:
         return url if isinstance(url, str) else self.base_url
 
     def healthy(self, timeout: float = 2.0, url: str | None = None) -> bool:
-        try:
-            response = httpx.get(f"{url or self.base_url}/health", timeout=timeout)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return answers_ok(url or self.base_url, "/health", timeout)
 
     def status(self) -> EngineStatus:
         pid = self.recorded_pid()

@@ -190,6 +190,17 @@ class EngineInspector:
         return replace(stats, version=self.version())
 
 
+# -- probes shared by the engine, the fleet and the doctor -----------------------------
+
+
+def answers_ok(url: str, path: str = "/health", timeout: float = 2.0) -> bool:
+    """``GET url+path`` answers 200 within ``timeout`` seconds (any failure: False)."""
+    try:
+        return httpx.get(f"{url.rstrip('/')}{path}", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 # -- vllm-router ------------------------------------------------------------------
 def workers_in(answer: httpx.Response) -> list[str]:
     """The worker URLs in an answer to ``GET /list_workers`` ([] if it is not vllm-router's)."""
