@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,15 +27,16 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_analyze_predicted_equals_measured(engine: LocalEngine) -> None:
+def test_analyze_predicted_equals_measured(engine: LocalEngine, tmp_path: Path) -> None:
+    out = tmp_path / "analyze.json"
     result = cli(
         "analyze",
         "--base-url",
         engine.base_url,
         "--agent",
-        "frontend-engineer",
-        "--agent",
-        "orchestrator",
+        "frontend-engineer,orchestrator",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     rows = [
@@ -44,13 +45,15 @@ def test_analyze_predicted_equals_measured(engine: LocalEngine) -> None:
         if "frontend-engineer" in line or "orchestrator" in line
     ]
     assert len(rows) == 2, result.stdout
-    for row in rows:  # the predicted and measured cold/warm cells, compared as numbers
-        pairs = re.findall(r"(\d+)/(\d+)", row)
-        assert len(pairs) >= 2, row
-        predicted, measured = pairs[0], pairs[1]
-        assert predicted == measured and int(measured[1]) > 0, row
-        assert row.rstrip(" │|").split()[-1] == "yes", row
+    assert all(row.rstrip(" │|").split()[-1] == "yes" for row in rows), result.stdout
     assert "block 128" in result.stdout
+    report = json.loads(out.read_text())  # the same figures, as numbers
+    assert report["block_size"] == 128
+    assert [a["agent_type"] for a in report["agents"]] == ["frontend-engineer", "orchestrator"]
+    for agent in report["agents"]:
+        assert agent["predicted_cold"] == agent["measured_cold"] == 0, agent
+        assert agent["predicted_warm"] == agent["measured_warm"] > 0, agent
+        assert agent["matches"] is True
 
 
 def test_doctor_passes_on_the_embedded_engine(engine: LocalEngine) -> None:
@@ -70,6 +73,15 @@ def test_doctor_fails_with_fixes_when_no_server() -> None:
     result = cli("doctor", "--base-url", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "FAIL server reachable" in result.stdout and "prefixcache engine start" in result.stdout
+
+
+def test_doctor_json_names_each_check_and_its_fix() -> None:
+    result = cli("doctor", "--base-url", f"http://127.0.0.1:{free_port()}", "--format", "json")
+    assert result.returncode == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["server reachable"]["status"] == "FAIL"
+    assert "prefixcache engine start" in checks["server reachable"]["fix"]
+    assert checks["live two-request test"]["status"] == "SKIP"
 
 
 def test_engine_start_status_logs_stop(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from ..errors import PrefixCacheError
 from ..layout.cache_model import common_prefix_len, predicted_cached_tokens
@@ -120,6 +121,23 @@ class AnalysisReport:
     block_size: int
     results: Sequence[TokenAnalysis]
     template: TemplateFinding
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON data (``prefixcache analyze --format json``)."""
+        return {
+            "url": self.url,
+            "model": self.model,
+            "vllm_version": self.version,
+            "block_size": self.block_size,
+            "chat_template": {
+                "preamble": self.template.preamble,
+                "problems": list(self.template.problems),
+            },
+            "agents": [
+                {**asdict(r), "dynamic_tokens": r.dynamic_tokens, "matches": r.matches}
+                for r in self.results
+            ],
+        }
 
 
 def analyze_agents(
