@@ -57,6 +57,8 @@ def bench_trace(engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory) -
         "single",
         "--arms",
         "naive,optimized",
+        "--max-tokens",
+        "2",
         "--base-url",
         engine.base_url,
         "--out-dir",
