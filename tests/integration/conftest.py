@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from prefixcache import PromptLibrary, Settings
 from prefixcache.engine.local import LocalEngine, _alive, free_port
@@ -35,6 +36,25 @@ def engine_config(tmp_path_factory: pytest.TempPathFactory) -> VLLMConfig:
         max_retries=1,
         retry_backoff_s=0.2,
     )
+
+
+@pytest.fixture(scope="session")
+def engine_config_file(engine_config: VLLMConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session engine's config as a user's config file, for `prefixcache engine ...`."""
+    fields = (
+        "port",
+        "device",
+        "state_dir",
+        "model_cache_dir",
+        "request_timeout_s",
+        "max_retries",
+        "retry_backoff_s",
+    )
+    vllm = {name: getattr(engine_config, name) for name in fields}
+    vllm = {k: str(v) if isinstance(v, Path) else v for k, v in vllm.items()}
+    path = tmp_path_factory.mktemp("engine-config") / "config.yaml"
+    path.write_text(yaml.safe_dump({"llm": {"vllm": vllm}}))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +116,19 @@ def service(
     assert proc.proc is None
 
 
+#: the tests that stop the shared engine, in the order they run after every other test:
+#: the faults test stops it and starts it again with `prefixcache engine start`; the
+#: command-line test then checks status, logs and `engine stop` on it; the fleet, which
+#: starts replicas of its own, runs with the shared engine stopped
+LAST = ("test_service_faults.py", "test_cli_live.py", "test_fleet_live.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that stop and restart the shared engine run after every other test."""
-    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+    def key(item: pytest.Item) -> int:
+        if item.get_closest_marker("runs_last") is None:
+            return 0
+        return 1 + next((i for i, name in enumerate(LAST) if item.path.name == name), len(LAST))
+
+    items.sort(key=key)

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from prefixcache.engine.local import LocalEngine, _alive, free_port
-from prefixcache.settings import VLLMConfig, default_home
 
 pytestmark = pytest.mark.integration
 
@@ -84,37 +82,26 @@ def test_doctor_json_names_each_check_and_its_fix() -> None:
     assert checks["live two-request test"]["status"] == "SKIP"
 
 
-def test_engine_start_status_logs_stop(tmp_path: Path) -> None:
-    """`prefixcache engine ...` as a user runs it: a second real server, own port and state."""
-    port = free_port()
-    state = tmp_path / "state"
-    config = tmp_path / "config.yaml"
-    vllm = {
-        "port": port,
-        "device": "cpu",
-        "state_dir": str(state),
-        "model_cache_dir": str(default_home() / "models"),
-    }
-    config.write_text(yaml.safe_dump({"llm": {"vllm": vllm}}))
-    engine = LocalEngine(VLLMConfig.from_mapping(vllm))
-    try:
-        started = cli("engine", "start", "--config", str(config))
-        assert started.returncode == 0, started.stderr
-        assert f"127.0.0.1:{port}" in started.stdout
-        pid = engine.recorded_pid()
-        assert pid is not None and _alive(pid)
-        run_dir = engine.recorded_run_dir()
-        assert run_dir is not None and run_dir.is_dir()  # the server's temporary files go here
-        status = cli("engine", "status", "--config", str(config))
-        assert status.returncode == 0 and "healthy: True" in status.stdout
-        again = cli("engine", "start", "--config", str(config))
-        assert again.returncode == 0 and "already running" in again.stderr
-        logs = cli("engine", "logs", "--config", str(config), "-n", "5")
-        assert logs.returncode == 0 and logs.stdout.strip()
-        stopped = cli("engine", "stop", "--config", str(config))
-        assert stopped.returncode == 0 and f"stopped pid {pid}" in stopped.stdout
-        assert not _alive(pid)
-        assert not run_dir.exists() and not (state / "server.json").exists()
-        assert cli("engine", "status", "--config", str(config)).returncode == 1
-    finally:
-        engine.stop()  # by PID, also when an assertion above failed
+@pytest.mark.runs_last
+def test_engine_status_logs_start_again_and_stop(
+    engine: LocalEngine, engine_config_file: Path
+) -> None:
+    """`prefixcache engine ...` as a user runs it, on the session's engine (which the
+    faults test brought back with `engine start`): it stops it, so it runs last."""
+    config = str(engine_config_file)
+    pid = engine.recorded_pid()
+    assert pid is not None and _alive(pid)
+    run_dir = engine.recorded_run_dir()
+    assert run_dir is not None and run_dir.is_dir()  # the server's temporary files go here
+    status = cli("engine", "status", "--config", config)
+    assert status.returncode == 0 and "healthy: True" in status.stdout
+    assert f"127.0.0.1:{engine.config.port}" in status.stdout
+    again = cli("engine", "start", "--config", config)
+    assert again.returncode == 0 and "already running" in again.stderr
+    logs = cli("engine", "logs", "--config", config, "-n", "5")
+    assert logs.returncode == 0 and logs.stdout.strip()
+    stopped = cli("engine", "stop", "--config", config)
+    assert stopped.returncode == 0 and f"stopped pid {pid}" in stopped.stdout
+    assert not _alive(pid)
+    assert not run_dir.exists() and not engine.pid_file.exists()
+    assert cli("engine", "status", "--config", config).returncode == 1

@@ -15,13 +15,14 @@ import pytest
 from prefixcache import LocalEngine
 
 from .service_process import ServiceProcess
+from .test_cli_live import cli
 from .test_warm_live import first_and_repeat, wait_warm
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
 
 def test_engine_stopped_mid_run_then_back(
-    engine: LocalEngine, service: ServiceProcess, tmp_path: Path
+    engine: LocalEngine, engine_config_file: Path, service: ServiceProcess, tmp_path: Path
 ) -> None:
     # beside it, a service that warms: it must warm the restarted engine by itself
     warming = ServiceProcess(
@@ -31,7 +32,7 @@ def test_engine_stopped_mid_run_then_back(
     warming.start()
     try:
         wait_warm(warming)
-        _stopped_then_back(engine, service)
+        _stopped_then_back(engine, engine_config_file, service)
         assert httpx.get(f"{warming.url}/ready").json()["warming"] != "off"
         progress, waited = wait_warm(warming)  # noticed the engine came back, warmed again
         first, repeat = first_and_repeat(warming, warm_key, "code-skeptic")
@@ -41,7 +42,7 @@ def test_engine_stopped_mid_run_then_back(
         warming.stop()
 
 
-def _stopped_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
+def _stopped_then_back(engine: LocalEngine, config: Path, service: ServiceProcess) -> None:
     key = service.key("faults", "u")
     headers = {"Authorization": f"Bearer {key}"}
     codes: list[int] = []
@@ -88,7 +89,11 @@ def _stopped_then_back(engine: LocalEngine, service: ServiceProcess) -> None:
     assert down.status_code == 503
     assert httpx.get(f"{service.url}/ready").status_code == 503
 
-    engine.start()  # the same port: the service is not restarted
+    # back as a user brings it back: `prefixcache engine start`, same config and port (the
+    # service is not restarted); the session's teardown stops it by its recorded PID
+    back = cli("engine", "start", "--config", str(config))
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert engine.healthy()
     again = httpx.post(
         f"{service.url}/chat",
         headers=headers,
