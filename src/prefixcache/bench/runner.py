@@ -152,6 +152,30 @@ class RequestSpec:
     pass_no: int = 1
     send: Send | None = None
 
+    @classmethod
+    def through_service(
+        cls,
+        send: Send,
+        *,
+        index: int,
+        agent: str,
+        max_tokens: int,
+        session: int = 0,
+        pass_no: int = 1,
+    ) -> RequestSpec:
+        """A request of the service arm: the service builds the prompt and sets the salt."""
+        return cls(
+            messages=(),
+            index=index,
+            agent=agent,
+            max_tokens=max_tokens,
+            salt="",
+            predict=False,
+            session=session,
+            pass_no=pass_no,
+            send=send,
+        )
+
 
 @dataclass
 class _Lane:
@@ -528,15 +552,8 @@ class Benchmark:
             send = self._service_step(lane, step, index, steps, max_tokens, pass_no=pass_no)
             await self._request(
                 lane,
-                RequestSpec(
-                    messages=[],
-                    index=index,
-                    agent=step.agent_type,
-                    max_tokens=max_tokens,
-                    salt="",
-                    predict=False,
-                    pass_no=pass_no,
-                    send=send,
+                RequestSpec.through_service(
+                    send, index=index, agent=step.agent_type, max_tokens=max_tokens, pass_no=pass_no
                 ),
             )
             return
@@ -711,20 +728,17 @@ class Benchmark:
             client, session = lane.service, f"{lane.tag}-multiturn-1"
             _, reply = await self._request(
                 lane,
-                RequestSpec(
-                    messages=[],
-                    index=index,
-                    agent=MULTITURN_AGENT,
-                    max_tokens=max_tokens,
-                    salt="",
-                    predict=False,
-                    send=lambda: client.chat(
+                RequestSpec.through_service(
+                    lambda: client.chat(
                         "Alice",
                         message=turn,
                         agent_type=MULTITURN_AGENT,
                         session_id=session,
                         max_tokens=max_tokens,
                     ),
+                    index=index,
+                    agent=MULTITURN_AGENT,
+                    max_tokens=max_tokens,
                 ),
             )
         else:
@@ -765,15 +779,12 @@ class Benchmark:
                     )
                     await self._request(
                         lane,
-                        RequestSpec(
-                            messages=[],
+                        RequestSpec.through_service(
+                            send,
                             index=i,
                             agent=step.agent_type,
                             max_tokens=max_tokens,
-                            salt="",
-                            predict=False,
                             session=number,
-                            send=send,
                         ),
                     )
                     continue
