@@ -34,6 +34,57 @@ def register(app: typer.Typer) -> None:
     app.command("synth-trace")(handled(synth_trace_cmd))
 
 
+# -- simulate's options: what the simulated fleet is ------------------------------------
+
+KvBlocks = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kv-blocks",
+        help="KV blocks per replica (repeatable or comma-separated; default: the server's).",
+    ),
+]
+KvGib = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kv-gib",
+        help="KV space per replica in GiB, with --kv-bytes-per-token (repeatable or "
+        "comma-separated).",
+    ),
+]
+KvBytesPerToken = Annotated[
+    int | None,
+    typer.Option(
+        "--kv-bytes-per-token",
+        min=1,
+        help="KV bytes per token: 2 x layers x KV heads x head dim x dtype bytes "
+        "(Llama 3 8B in bf16: 131072).",
+    ),
+]
+Replicas = Annotated[int, typer.Option(min=1, help="Replicas.")]
+Policies = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--policy",
+        help=f"Routing policy (repeatable, comma-separated or 'all'): "
+        f"{', '.join(p.value for p in Policy)}.",
+    ),
+]
+PrefillRate = Annotated[
+    float | None,
+    typer.Option(
+        "--prefill-rate",
+        min=0.001,
+        help="Measured prefill tokens/s per replica (default: from the trace's TTFTs).",
+    ),
+]
+Concurrency = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Requests in flight at once (cache_aware's load: the previous N-1 requests)."
+    ),
+]
+
+
 def simulate_cmd(
     ctx: typer.Context,
     trace: TraceArg,
@@ -41,55 +92,14 @@ def simulate_cmd(
     tokenizer: TokenizerDir = None,
     block_size: BlockSize = None,
     label: Labels = None,
-    kv_blocks: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--kv-blocks",
-            help="KV blocks per replica (repeatable or comma-separated; default: the server's).",
-        ),
-    ] = None,
-    kv_gib: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--kv-gib",
-            help="KV space per replica in GiB, with --kv-bytes-per-token (repeatable or "
-            "comma-separated).",
-        ),
-    ] = None,
-    kv_bytes_per_token: Annotated[
-        int | None,
-        typer.Option(
-            "--kv-bytes-per-token",
-            min=1,
-            help="KV bytes per token: 2 x layers x KV heads x head dim x dtype bytes "
-            "(Llama 3 8B in bf16: 131072).",
-        ),
-    ] = None,
-    replicas: Annotated[int, typer.Option(min=1, help="Replicas.")] = 1,
-    policy: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy",
-            help=f"Routing policy (repeatable, comma-separated or 'all'): "
-            f"{', '.join(p.value for p in Policy)}.",
-        ),
-    ] = None,
-    prefill_rate: Annotated[
-        float | None,
-        typer.Option(
-            "--prefill-rate",
-            min=0.001,
-            help="Measured prefill tokens/s per replica (default: from the trace's TTFTs).",
-        ),
-    ] = None,
+    kv_blocks: KvBlocks = None,
+    kv_gib: KvGib = None,
+    kv_bytes_per_token: KvBytesPerToken = None,
+    replicas: Replicas = 1,
+    policy: Policies = None,
+    prefill_rate: PrefillRate = None,
     seed: Annotated[int, typer.Option(help="Seed of the random policy.")] = 0,
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Requests in flight at once (cache_aware's load: the previous N-1 requests).",
-        ),
-    ] = 1,
+    concurrency: Concurrency = 1,
     fmt: FormatOption = Format.TABLE,
     out: OutFileOption = None,
 ) -> None:
