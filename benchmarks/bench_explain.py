@@ -2,7 +2,7 @@
 included (target: under 30 s on this machine), and how the time grows with the trace.
 
 Run: .venv/bin/python benchmarks/bench_explain.py [--base-url URL]
-The trace is synthetic (bench/synth.py: 250 sessions x 4 turns of the guide's agents,
+The trace is synthetic (traces/synth.py: 250 sessions x 4 turns of the guide's agents,
 naive layout so that most requests have a break to explain). Tokens come from the
 embedded model's tokenizer, loaded locally, or from a server's /tokenize with --base-url.
 Prints seconds for tokenize and analysis at 250, 500 and 1,000 requests: linear growth

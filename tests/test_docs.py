@@ -146,3 +146,18 @@ def test_the_reference_check_can_fail(tmp_path: Path) -> None:
         "name prefixcache.llm.nope",
         "call no_such_function()",
     ]
+
+
+CODE_PATH = re.compile(r"``([\w.\-]+(?:/[\w.\-]+)+\.(?:py|md|yaml))``")
+
+
+def test_every_path_named_in_the_code_exists() -> None:
+    """Docstrings and comments name files as ``folder/file.py``; each must exist."""
+    sources = [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    stale = [
+        f"{path.relative_to(ROOT)}: {ref}"
+        for path in sources
+        for ref in CODE_PATH.findall(path.read_text(encoding="utf-8"))
+        if not _exists(ref, path)
+    ]
+    assert stale == []

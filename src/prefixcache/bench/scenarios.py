@@ -45,7 +45,7 @@ class Arm:
     unique_salt: bool = False
     #: each distinct agent's static prefix is prefilled once (max_tokens=1) before task 1
     warm: bool = False
-    #: static layers padded to the engine's block boundaries (``llm/alignment.py``):
+    #: static layers padded to the engine's block boundaries (``layout/alignment.py``):
     #: "auto" (the agent's own layer when that pays) or "always" (every layer)
     aligned: str = ""
     #: the next step's agent prefix is prefetched in the background after each step

@@ -1,6 +1,6 @@
 """The gateway's stabilizer: learn which lines of a tenant's system prompts change between
 requests, and (mode ``on``) move them after the lines that do not; in ``shadow`` only
-measure what that would gain. The learning and the rewrite are ``analysis/stabilize.py``;
+measure what that would gain. The learning and the rewrite are ``traces/stabilize.py``;
 here: the per-tenant mode, the header, and the predictions.
 
 Predictions: after the response, both versions of the request (as the caller wrote it,

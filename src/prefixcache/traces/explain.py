@@ -191,7 +191,7 @@ class ExplainReport:
     tokenize_seconds: float = 0.0
     analyze_seconds: float = 0.0
     #: family -> the reusable hit rate had the gateway's stabilizer (``on``) sent the
-    #: trace (``analysis/stabilize.py``); empty when not computed
+    #: trace (``traces/stabilize.py``); empty when not computed
     stabilized: dict[str, float | None] = field(default_factory=dict)
 
     @property
