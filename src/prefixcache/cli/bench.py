@@ -22,52 +22,81 @@ def register(app: typer.Typer) -> None:
     app.command("fleet-bench")(handled(fleet_bench))
 
 
+# -- bench's options: what is run ----------------------------------------------------------
+
+Scenarios = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--scenario",
+        "-s",
+        help=f"Scenario(s), repeatable or comma-separated: {', '.join(SCENARIOS)} or all "
+        "(default: single).",
+    ),
+]
+Arms = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--arms",
+        help=f"Arms (repeatable or comma-separated): {', '.join(ARM_NAMES)} or all (default: all but "
+        "prefetch).",
+    ),
+]
+Repeat = Annotated[
+    int, typer.Option(min=1, help="Run everything N times (medians and spread reported).")
+]
+MaxTokens = Annotated[int, typer.Option(min=1, help="Tokens decoded per request.")]
+Sweep = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Scenario 1 again at these max_tokens (repeatable or comma-separated), "
+        "e.g. 16,32,64,256."
+    ),
+]
+Sessions = Annotated[int, typer.Option(min=1, help="Concurrent sessions (scenario 5).")]
+RequestsPerSession = Annotated[int, typer.Option(min=1, help="Requests per session (scenario 5).")]
+Passes = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Passes over each sequential scenario: pass 1 is cold, the rest the steady "
+        "state (same agents, other users and sessions).",
+    ),
+]
+ToolTime = Annotated[
+    float,
+    typer.Option(
+        min=0.0, help="Seconds between a step's answer and the next step (tools running)."
+    ),
+]
+
+
+def _chosen(
+    values: list[str] | None, known: list[str], default: list[str], option: str
+) -> list[str]:
+    """A list option's values (``all`` for every known one); a usage error names the
+    unknown ones and the choices."""
+    chosen = csv(values) or default
+    if "all" in chosen:
+        return list(known)
+    unknown = [x for x in chosen if x not in known]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown value(s) {unknown}; choose from {', '.join(known)}, all", param_hint=option
+        )
+    return chosen
+
+
 def bench(
     ctx: typer.Context,
-    scenario: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--scenario",
-            "-s",
-            help=f"Scenario(s): {', '.join(SCENARIOS)} or all (default: single).",
-        ),
-    ] = None,
-    arms: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--arms",
-            help=f"Arms (repeatable or comma-separated): {', '.join(ARM_NAMES)} (default: all but prefetch).",
-        ),
-    ] = None,
-    repeat: Annotated[
-        int, typer.Option(min=1, help="Run everything N times (medians and spread reported).")
-    ] = 1,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens decoded per request.")] = 32,
-    sweep: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Scenario 1 again at these max_tokens (repeatable or comma-separated), "
-            "e.g. 16,32,64,256."
-        ),
-    ] = None,
-    sessions: Annotated[int, typer.Option(min=1, help="Concurrent sessions (scenario 5).")] = 8,
-    requests_per_session: Annotated[
-        int, typer.Option(min=1, help="Requests per session (scenario 5).")
-    ] = 3,
-    passes: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Passes over each sequential scenario: pass 1 is cold, the rest the steady "
-            "state (same agents, other users and sessions).",
-        ),
-    ] = 1,
-    tool_time: Annotated[
-        float,
-        typer.Option(
-            min=0.0, help="Seconds between a step's answer and the next step (tools running)."
-        ),
-    ] = 0.0,
+    scenario: Scenarios = None,
+    arms: Arms = None,
+    repeat: Repeat = 1,
+    max_tokens: MaxTokens = 32,
+    sweep: Sweep = None,
+    sessions: Sessions = 8,
+    requests_per_session: RequestsPerSession = 3,
+    passes: Passes = 1,
+    tool_time: ToolTime = 0.0,
     base_url: BaseUrlOption = None,
     out_dir: Annotated[
         Path | None,
@@ -75,21 +104,8 @@ def bench(
     ] = None,
 ) -> None:
     """Run real agent workflows on a real vLLM server, arms side by side, and write a report."""
-    scenarios = csv(scenario) or ["single"]
-    if "all" in scenarios:
-        scenarios = list(SCENARIOS)
-    unknown = [x for x in scenarios if x not in SCENARIOS]
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}, all",
-            param_hint="--scenario",
-        )
-    chosen_arms = csv(arms) or list(DEFAULT_ARMS)
-    bad_arms = [a for a in chosen_arms if a not in ARM_NAMES]
-    if bad_arms:
-        raise typer.BadParameter(
-            f"unknown arm(s) {bad_arms}; choose from {', '.join(ARM_NAMES)}", param_hint="--arms"
-        )
+    scenarios = _chosen(scenario, list(SCENARIOS), ["single"], "--scenario")
+    chosen_arms = _chosen(arms, list(ARM_NAMES), list(DEFAULT_ARMS), "--arms")
     sweep_counts = tuple(csv_numbers(sweep, int, "--sweep", 1))
     cli = state(ctx)
     session = BenchSession(
