@@ -31,6 +31,32 @@ def register(app: typer.Typer) -> None:
     app.command("explain")(handled(explain_cmd))
 
 
+# -- explain's options: what is reported ---------------------------------------------------
+
+Worst = Annotated[int, typer.Option(min=0, help="Worst breaks shown.")]
+MinLost = Annotated[
+    int | None,
+    typer.Option(min=1, help="Tokens a break must lose to count (default: one block)."),
+]
+FailUnder = Annotated[
+    float | None,
+    typer.Option(
+        "--fail-under",
+        min=0,
+        max=100,
+        help="Exit 1 if the trace's reusable hit rate is under this many percent (CI).",
+    ),
+]
+Fix = Annotated[
+    bool,
+    typer.Option(
+        "--fix",
+        help="Print, per family, the edit the app's code needs (the lines to move, the "
+        "list to sort), with the hit rate it would reach.",
+    ),
+]
+
+
 def explain_cmd(
     ctx: typer.Context,
     trace: TraceArg,
@@ -40,28 +66,10 @@ def explain_cmd(
     label: Labels = None,
     fmt: FormatOption = Format.TABLE,
     out: OutFileOption = None,
-    worst: Annotated[int, typer.Option(min=0, help="Worst breaks shown.")] = 5,
-    min_lost: Annotated[
-        int | None,
-        typer.Option(min=1, help="Tokens a break must lose to count (default: one block)."),
-    ] = None,
-    fail_under: Annotated[
-        float | None,
-        typer.Option(
-            "--fail-under",
-            min=0,
-            max=100,
-            help="Exit 1 if the trace's reusable hit rate is under this many percent (CI).",
-        ),
-    ] = None,
-    fix: Annotated[
-        bool,
-        typer.Option(
-            "--fix",
-            help="Print, per family, the edit the app's code needs (the lines to move, the "
-            "list to sort), with the hit rate it would reach.",
-        ),
-    ] = False,
+    worst: Worst = 5,
+    min_lost: MinLost = None,
+    fail_under: FailUnder = None,
+    fix: Fix = False,
 ) -> None:
     """Why each request missed the prefix cache: the first token that differs from the
     request it should have matched, the text there, the cause and the tokens lost; per
