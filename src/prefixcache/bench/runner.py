@@ -153,6 +153,21 @@ class RequestSpec:
     send: Send | None = None
 
     @classmethod
+    def warm_up(
+        cls, agent: str, salt: str, messages: Sequence[Message] = (), predict: bool = False
+    ) -> RequestSpec:
+        """A one-token prefill of the agent's static prefix (a warm-up or a prefetch)."""
+        return cls(
+            messages=messages,
+            index=0,
+            agent=agent,
+            max_tokens=1,
+            salt=salt,
+            predict=predict,
+            warmup=True,
+        )
+
+    @classmethod
     def through_service(
         cls,
         send: Send,
@@ -450,14 +465,8 @@ class Benchmark:
         for agent in dict.fromkeys(agents):
             await self._request(
                 lane,
-                RequestSpec(
-                    messages=self.warmup_messages(agent, lane.arm),
-                    index=0,
-                    agent=agent,
-                    max_tokens=1,
-                    salt=lane.salt,
-                    predict=predict,
-                    warmup=True,
+                RequestSpec.warm_up(
+                    agent, lane.salt, self.warmup_messages(agent, lane.arm), predict=predict
                 ),
             )
 
@@ -677,15 +686,7 @@ class Benchmark:
             agent = prefetcher.agent_of[digest]
             if agent in recorded:
                 continue
-            spec = RequestSpec(
-                messages=(),
-                index=0,
-                agent=agent,
-                max_tokens=1,
-                salt=lane.salt,
-                predict=False,
-                warmup=True,
-            )
+            spec = RequestSpec.warm_up(agent, lane.salt)
             lane.results.append(
                 lane.row(spec, self.library.tiers.profile(agent), response=response)
             )

@@ -49,9 +49,8 @@ class PlainLines:
     def tick(self, message: str) -> None:
         self.sent += 1
         elapsed = time.monotonic() - self.began
-        stage = message.split(" pass ")[0].split(" ")[0] + (
-            f" pass {message.split(' pass ')[1].split(' ')[0]}" if " pass " in message else ""
-        )
+        words = message.split()  # "<scenario> [pass N] <arm> ...", as the runner says it
+        stage = " ".join(words[:3] if words[1:2] == ["pass"] else words[:1])
         if stage != self.stage:
             self.stage = stage
             self.console.print(f"== {stage} (at {elapsed:.0f} s)", highlight=False)

@@ -131,19 +131,18 @@ class Gateway:
         through admission, to vLLM; the answer unchanged (streamed or not), then the
         prefetch of the next agents' prefixes."""
         body = parse_json(raw)
-        state, convos, gateway = self.state, self.conversations, self
         agent = header_value(AGENT_HEADER, agent_header, NAME_PATTERN)
         session = header_value(SESSION_HEADER, session_header, NAME_PATTERN)
-        upcoming = convos.next_agents(
+        upcoming = self.conversations.next_agents(
             [a.strip() for a in next_agents.split(",") if a.strip()] if next_agents else None
         )
         routed = f"{caller.tenant}/{session}" if session else None
-        upstream, asked_usage, note = gateway.prepare(caller, body, stabilize, agent)
+        upstream, asked_usage, note = self.prepare(caller, body, stabilize, agent)
         stabilized = {STABILIZED_HEADER: note.rewrite.header()} if note and note.applied else {}
-        release = await state.admission.acquire(caller.key_id, caller.tenant)
+        release = await self.state.admission.acquire(caller.key_id, caller.tenant)
         try:
             if upstream.get("stream"):
-                answer = await gateway.open_stream(upstream, session, caller)
+                answer = await self.open_stream(upstream, session, caller)
                 if answer.status_code >= 400:
                     content = await answer.aread()
                     await answer.aclose()
@@ -153,17 +152,17 @@ class Gateway:
                         status_code=answer.status_code,
                         media_type=answer.headers.get("content-type"),
                     )
-                stream = gateway.relay(caller, body, agent, answer, asked_usage, note)
+                stream = self.relay(caller, body, agent, answer, asked_usage, note)
 
                 async def close() -> None:  # however the response ended (or never began)
                     release()
                     await answer.aclose()
-                    convos.prefetch(caller, upcoming, routed)
+                    self.conversations.prefetch(caller, upcoming, routed)
 
                 return GuardedStreamingResponse(
                     stream, media_type="text/event-stream", on_close=close, headers=stabilized
                 )
-            status, content, headers = await gateway.complete(
+            status, content, headers = await self.complete(
                 caller, body, upstream, agent, session, note
             )
         except BaseException:
@@ -171,7 +170,7 @@ class Gateway:
             raise
         release()
         if status < 400:
-            convos.prefetch(caller, upcoming, routed)
+            self.conversations.prefetch(caller, upcoming, routed)
         return Response(
             content,
             status_code=status,

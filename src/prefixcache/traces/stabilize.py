@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..llm.models import Message
-from .explain import family_key
+from .explain import explain, family_key
 from .records import TraceRecord
 from .tokenize import ChatTokenizer
 
@@ -472,8 +472,6 @@ def stabilized_rates(
     """Per family: the hit rate had the gateway's stabilizer sent the trace, and what it
     moved (no figure when a rewritten request cannot be tokenized: the trace carries its
     own token ids, or no tokenizer is at hand)."""
-    from .explain import explain
-
     stable, fixes = stabilize_trace(records, block_size * CHARS_PER_TOKEN)
     changed = [i for i, (a, b) in enumerate(zip(records, stable, strict=True)) if a is not b]
     if not changed:
