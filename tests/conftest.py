@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -13,6 +15,17 @@ from prefixcache import PromptLibrary, Settings, set_default_library
 
 from .postgres_server import PostgresServer
 from .service_support import Client, make_key, write_config
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, a stopped `make`) ends the session as Ctrl-C does: pytest
+    then tears down every fixture, so the PostgreSQL and vLLM servers the tests started
+    are stopped by PID instead of left running."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}: stopping, servers are torn down")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture
