@@ -5,6 +5,9 @@ the service against the real engine."""
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -359,3 +362,44 @@ def test_the_models_match_the_migrations(db_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == [], diff
+
+
+def test_ready_answers_in_time_when_vllm_is_too_busy_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM accepts the connection but answers nothing (as when it is starved of CPU):
+    /ready still answers, within its deadline, naming what happened."""
+    from prefixcache.service import readiness
+
+    monkeypatch.setattr(readiness, "PROBE_DEADLINE_S", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections are queued, never accepted or answered
+        config = write_config(tmp_path)
+        text_ = config.read_text()
+        config.write_text(
+            re.sub(
+                r"(?m)^    base_url: \S+$",
+                f"    base_url: http://127.0.0.1:{silent.getsockname()[1]}",
+                text_,
+            )
+        )
+        with TestClient(create_app(load_settings(config))) as test_client:
+            started = time.monotonic()
+            ready = test_client.get("/ready")
+            waited = time.monotonic() - started
+    assert ready.status_code == 503 and waited < 3, waited
+    assert ready.json()["problem"] == "vLLM did not answer /metrics within 0.5 s (busy?)"
+
+
+def test_recent_engine_facts_stand_in_for_a_busy_engine() -> None:
+    from prefixcache.service.readiness import KNOWN_FOR_S, EngineFacts, stand_in
+
+    facts = EngineFacts(prefix_caching=True, block_size=16, at=100.0)
+    recent = stand_in(facts, 100.0 + 12.34)
+    assert recent is not None and recent.ready and recent.block_size == 16
+    assert recent.checked_s_ago == 12.3
+    assert stand_in(facts, 100.0 + KNOWN_FOR_S + 1) is None  # too old to stand in
+    assert stand_in(None, 100.0) is None
+    off = stand_in(EngineFacts(prefix_caching=False, block_size=16, at=100.0), 101.0)
+    assert off is not None and not off.ready and "--enable-prefix-caching" in str(off.problem)

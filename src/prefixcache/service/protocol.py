@@ -186,6 +186,8 @@ class ReadyResponse(BaseModel):
     problem: str | None = None
     #: the warm-up: "warming 12/22", "warm 22/22", "waiting for the engine", "off"
     warming: str | None = None
+    #: set when vLLM was too busy to answer /metrics in time: how old the facts shown are
+    checked_s_ago: float | None = None
 
 
 class ErrorResponse(BaseModel):

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import delete, or_, select, update
@@ -40,6 +40,9 @@ from .isolation import cache_salt, load_or_create_secret
 from .ratelimit import SharedRateLimiter
 from .stabilizer import GatewayStabilizer
 from .warmup import Warmer
+
+if TYPE_CHECKING:
+    from .readiness import EngineFacts
 
 logger = logging.getLogger("prefixcache.service")
 
@@ -80,6 +83,8 @@ class ServiceState:
     pruned_at: float = 0.0
     #: the gateway's stabilizer (learned families, predictions)
     stabilizer: GatewayStabilizer | None = None
+    #: what vLLM's /metrics said at the last /ready that reached it
+    engine_facts: EngineFacts | None = None
 
     def add_record(self, record: CacheRecord) -> None:
         """Queue a cache record; a writer commits the queue every RECORD_FLUSH_S."""
