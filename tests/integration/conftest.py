@@ -1,14 +1,21 @@
 """The real embedded vLLM engine, started once per test session on 127.0.0.1.
 
-The engine is stopped by PID in the fixture's teardown, also when tests fail, and the
-teardown checks that nothing was left behind (process, state file, temporary files).
+Its process is started as soon as the tests are collected (when any selected test needs
+it), so it boots (about 45 s, mostly imports on one core) while the unit tests run
+first; the first live test waits for its /health. It is stopped by PID in the fixture's
+teardown, also when tests fail (and at the session's end if no fixture ever took it),
+and the teardown checks that nothing was left behind (process, state file, temporary
+files).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +23,7 @@ import yaml
 
 from prefixcache import PromptLibrary, Settings
 from prefixcache.engine.local import LocalEngine, _alive, free_port
+from prefixcache.errors import EngineError
 from prefixcache.settings import VLLMConfig, default_home
 
 from .service_process import ServiceProcess
@@ -25,17 +33,64 @@ def _temp_entries() -> set[str]:
     return set(os.listdir(tempfile.gettempdir()))
 
 
-@pytest.fixture(scope="session")
-def engine_config(tmp_path_factory: pytest.TempPathFactory) -> VLLMConfig:
-    return VLLMConfig(
+@dataclass
+class EarlyEngine:
+    """The session's engine, its process started at collection (see the module doc)."""
+
+    config: VLLMConfig
+    local: LocalEngine
+    #: the temporary folder's entries before the engine started (for the leftover check)
+    before: set[str]
+    #: set once the `engine` fixture owns it (and stops it)
+    taken: bool = False
+    #: why its process could not be started (raised by the fixture, not at collection)
+    error: EngineError | None = None
+
+
+_early: list[EarlyEngine] = []  # at most one, for this session
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the engine's process now if a selected test needs it (not waiting for it)."""
+    if not any("engine" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    config = VLLMConfig(
         port=free_port(),
         device="cpu",
-        state_dir=tmp_path_factory.mktemp("engine-state"),
+        state_dir=Path(tempfile.mkdtemp(prefix="pc-test-engine-state-")),
         model_cache_dir=default_home() / "models",  # prepared by `make setup`
         request_timeout_s=300,
         max_retries=1,
         retry_backoff_s=0.2,
     )
+    before = _temp_entries()
+    local = LocalEngine(config, progress=print)
+    early = EarlyEngine(config, local, before)
+    try:
+        local.start_process()
+    except EngineError as exc:  # the live tests fail with it; the unit tests still run
+        early.error = exc
+    _early.append(early)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the early engine if no fixture took it (by PID) and remove its state folder."""
+    for early in _early:
+        if not early.taken:
+            early.local.stop()
+        shutil.rmtree(early.config.state_dir, ignore_errors=True)
+    _early.clear()
+
+
+def _the_early_engine() -> EarlyEngine:
+    if not _early:  # pragma: no cover - collection starts it for every test that needs it
+        raise RuntimeError("the session's engine was not started at collection")
+    return _early[0]
+
+
+@pytest.fixture(scope="session")
+def engine_config() -> VLLMConfig:
+    return _the_early_engine().config
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +114,19 @@ def engine_config_file(engine_config: VLLMConfig, tmp_path_factory: pytest.TempP
 
 @pytest.fixture(scope="session")
 def engine(engine_config: VLLMConfig) -> Iterator[LocalEngine]:
-    before = _temp_entries()
-    local = LocalEngine(engine_config, progress=print)
-    with local:
+    early = _the_early_engine()
+    early.taken = True
+    if early.error is not None:
+        raise early.error
+    local, before = early.local, early.before
+    try:
+        local.wait_healthy(time.monotonic() + engine_config.startup_timeout_s)
         pid = local.recorded_pid()
         run_dir = local.run_dir
         assert pid is not None and run_dir is not None and run_dir.is_dir()
         yield local
+    finally:
+        local.stop()
     assert not _alive(pid), f"vLLM server pid {pid} still alive after stop"
     assert not local.pid_file.exists()
     assert not run_dir.exists()
@@ -124,11 +185,14 @@ LAST = ("test_service_faults.py", "test_cli_live.py", "test_fleet_live.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that stop and restart the shared engine run after every other test."""
+    """The unit tests run first (while the engine boots), then the live tests; those that
+    stop and restart the shared engine run after every other test."""
 
     def key(item: pytest.Item) -> int:
-        if item.get_closest_marker("runs_last") is None:
+        if item.get_closest_marker("integration") is None:
             return 0
-        return 1 + next((i for i, name in enumerate(LAST) if item.path.name == name), len(LAST))
+        if item.get_closest_marker("runs_last") is None:
+            return 1
+        return 2 + next((i for i, name in enumerate(LAST) if item.path.name == name), len(LAST))
 
     items.sort(key=key)

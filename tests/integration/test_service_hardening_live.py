@@ -300,7 +300,7 @@ def test_two_instances_on_one_postgresql(
             key = keys[number % 4]
             session = f"duo-{number}"
             async with httpx.AsyncClient(timeout=180) as http:
-                for turn in range(10):
+                for turn in range(5):
                     # a load balancer alternates; a dead instance's requests go to the other
                     name = "ab"[(number + turn) % 2]
                     if killed_at and name == "b":
@@ -328,7 +328,7 @@ def test_two_instances_on_one_postgresql(
 
         async def load_then_kill() -> None:
             tasks = [asyncio.create_task(client(n)) for n in range(20)]
-            while len(results) < 80:
+            while len(results) < 40:
                 await asyncio.sleep(0.05)
             b.kill()
             killed_at.append(len(results))
@@ -338,9 +338,9 @@ def test_two_instances_on_one_postgresql(
         asyncio.run(asyncio.wait_for(load_then_kill(), timeout=600))
         wall = time.perf_counter() - started
         codes = [status for _, status, _ in results]
-        assert len(results) == 200 and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
+        assert len(results) == 100 and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
         after_kill = [r for r in results[killed_at[0] :] if r[0] == "a"]
-        assert len(after_kill) >= 100  # the survivor kept answering
+        assert len(after_kill) >= 50  # the survivor kept answering
 
         # every acknowledged turn is in the database, with its reply
         import psycopg
@@ -363,7 +363,7 @@ def test_two_instances_on_one_postgresql(
             m["content"]
             for m in detail["history"]
             if m["role"] == "user" and m["status"] == "complete"
-        ] == [f"turn {t}" for t in range(10)]
+        ] == [f"turn {t}" for t in range(5)]
 
         # the per-minute limit is one limit across both (b restarted on the same database)
         b.start()
@@ -376,7 +376,7 @@ def test_two_instances_on_one_postgresql(
         assert "two-instances" not in a.log.read_text()  # the secret is never printed
         assert postgres.password not in a.log.read_text() + b.log.read_text()
         print(
-            f"\ntwo instances on PostgreSQL: 200 /chat from 20 clients in {wall:.1f} s, 0 x 5xx, "
+            f"\ntwo instances on PostgreSQL: 100 /chat from 20 clients in {wall:.1f} s, 0 x 5xx, "
             f"instance b SIGKILLed after {killed_at[0]} answers, {len(after_kill)} answered by "
             f"a after it; every acknowledged turn stored; shared limit: {ok} of 120 in a minute"
         )

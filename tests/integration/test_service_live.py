@@ -260,8 +260,8 @@ def test_prompt_beyond_the_context_is_413_with_counts(service: ServiceProcess) -
     assert httpx.get(f"{service.url}/sessions/too-long", headers=auth(key)).status_code == 404
 
 
-def test_load_200_chats_from_20_clients(service: ServiceProcess) -> None:
-    """Bounded load on loopback: 200 /chat requests, 20 concurrent clients, several agents
+def test_load_100_chats_from_20_clients(service: ServiceProcess) -> None:
+    """Bounded load on loopback: 100 /chat requests, 20 concurrent clients, several agents
     and sessions. Zero 5xx, every turn persisted, the hit rate reported."""
     keys = [service.key("load", f"user{i}") for i in range(4)]
     agents = [
@@ -277,7 +277,7 @@ def test_load_200_chats_from_20_clients(service: ServiceProcess) -> None:
         key = keys[number % len(keys)]
         session = f"load-{uuid.uuid4().hex[:8]}"
         async with httpx.AsyncClient(timeout=300) as http:
-            for turn in range(10):
+            for turn in range(5):
                 started = time.perf_counter()
                 answer = await http.post(
                     f"{service.url}/chat",
@@ -300,19 +300,19 @@ def test_load_200_chats_from_20_clients(service: ServiceProcess) -> None:
     asyncio.run(everyone())
     wall = time.perf_counter() - started
     codes = [code for code, _, _ in results]
-    assert len(results) == 200 and codes.count(200) == 200, {c: codes.count(c) for c in set(codes)}
+    assert len(results) == 100 and codes.count(200) == 100, {c: codes.count(c) for c in set(codes)}
     with sqlite3.connect(service.db) as db:
         turns = db.execute(
             "select count(*) from messages m join sessions s on s.id = m.session_id "
             "where s.tenant_id = 'load' and m.status = 'complete'"
         ).fetchone()[0]
-    assert turns == 400  # every user turn and every reply
+    assert turns == 200  # every user turn and every reply
     prompt = sum(int(b["cache"]["prompt_tokens"]) for _, _, b in results)
     cached = sum(int(b["cache"]["cached_tokens"]) for _, _, b in results)
     latencies = sorted(t for _, t, _ in results)
     print(
-        f"\nload: 200 /chat, 20 clients, {wall:.1f} s wall, {200 / wall:.1f} req/s, "
-        f"p50 {statistics.median(latencies):.2f} s, p95 {latencies[189]:.2f} s, 0 errors, "
+        f"\nload: 100 /chat, 20 clients, {wall:.1f} s wall, {100 / wall:.1f} req/s, "
+        f"p50 {statistics.median(latencies):.2f} s, p95 {latencies[94]:.2f} s, 0 errors, "
         f"hit rate {cached / prompt:.1%}"
     )
     assert cached / prompt > 0.8
