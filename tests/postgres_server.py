@@ -22,6 +22,9 @@ from pathlib import Path
 
 from .ports import free_ports
 
+#: the prefix of each server's temporary folder (data directory, socket, log)
+POSTGRES_FOLDER = "prefixcache-pg-"
+
 
 def bin_dir() -> Path | None:
     """The newest installed server's programs (``/usr/lib/postgresql/N/bin``)."""
@@ -38,7 +41,7 @@ class PostgresServer:
                 "postgresql package)."
             )
         self.bin = found
-        self.root = Path(tempfile.mkdtemp(prefix="prefixcache-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix=POSTGRES_FOLDER))
         self.data = self.root / "data"
         (self.port,) = free_ports(1)  # below the ephemeral range
         self.user = "prefixcache"

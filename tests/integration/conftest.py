@@ -26,6 +26,7 @@ from prefixcache.engine.local import LocalEngine, _alive, free_port
 from prefixcache.errors import EngineError
 from prefixcache.settings import VLLMConfig, default_home
 
+from ..postgres_server import POSTGRES_FOLDER
 from .service_process import ServiceProcess
 
 
@@ -133,7 +134,8 @@ def engine(engine_config: VLLMConfig) -> Iterator[LocalEngine]:
     leftovers = {
         e
         for e in _temp_entries() - before
-        if "vllm" in e or "torch" in e or "prefixcache" in e or len(e) == 36
+        if ("vllm" in e or "torch" in e or "prefixcache" in e or len(e) == 36)
+        and not e.startswith(POSTGRES_FOLDER)  # the session's PostgreSQL, stopped after
     }
     assert not leftovers, f"the engine left files in {tempfile.gettempdir()}: {sorted(leftovers)}"
 
