@@ -33,7 +33,7 @@ def test_engine_stopped_mid_run_then_back(
     try:
         wait_warm(warming)
         _stopped_then_back(engine, engine_config_file, service)
-        assert httpx.get(f"{warming.url}/ready").json()["warming"] != "off"
+        assert httpx.get(f"{warming.url}/ready", timeout=30).json()["warming"] != "off"
         progress, waited = wait_warm(warming)  # noticed the engine came back, warmed again
         first, repeat = first_and_repeat(warming, warm_key, "code-skeptic")
         assert first["cached_tokens"] == repeat["cached_tokens"] > 3000, (first, repeat)
@@ -87,7 +87,7 @@ def _stopped_then_back(engine: LocalEngine, config: Path, service: ServiceProces
         json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
     )
     assert down.status_code == 503
-    assert httpx.get(f"{service.url}/ready").status_code == 503
+    assert httpx.get(f"{service.url}/ready", timeout=30).status_code == 503
 
     # back as a user brings it back: `prefixcache engine start`, same config and port (the
     # service is not restarted); the session's teardown stops it by its recorded PID
@@ -101,7 +101,7 @@ def _stopped_then_back(engine: LocalEngine, config: Path, service: ServiceProces
         json={"message": "back?", "session_id": "fault-0", "max_tokens": 2},
     )
     assert again.status_code == 200, again.text
-    assert httpx.get(f"{service.url}/ready").status_code == 200
+    assert httpx.get(f"{service.url}/ready", timeout=30).status_code == 200
     print(
         f"\nfaults: {codes.count(200)} answered, {codes.count(503)} x 503 while down, "
         f"recovered without a service restart ({time.monotonic() - started:.0f} s)"
