@@ -38,9 +38,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src/prefixcache tests benchmarks
 
-# The unit tests: no engine, no model (well under a minute).
+# The unit tests: no engine, no model, on both cores (pytest-xdist; each worker starts
+# its own PostgreSQL). The live suite is never split: its servers are per session.
 unit: install postgres
-	$(BIN)/pytest -m "not integration" -q
+	$(BIN)/pytest -m "not integration" -q -n 2
 
 # The fast tier for the inner loop: lint, then types beside the unit tests.
 check: lint
