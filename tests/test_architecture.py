@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "llm": {"prompts"},
     "engine": {"llm"},
     "layout": {"prompts", "llm"},
-    "diagnostics": {"prompts", "llm", "layout"},
+    "diagnostics": {"prompts", "llm", "engine", "layout"},
     "traces": {"prompts", "llm", "layout"},
     "bench": {"prompts", "llm", "engine", "layout", "traces"},
     "service": {"prompts", "llm", "layout", "traces"},

@@ -23,7 +23,9 @@ def test_cpu_command_line(tmp_path: Path) -> None:
     assert "--host 127.0.0.1 --port 8123" in joined
     for flag in ("--enable-prefix-caching", "--enable-prompt-tokens-details", "--enforce-eager"):
         assert flag in cmd
-    assert "--dtype bfloat16" in joined  # auto on CPU
+    e = engine(tmp_path, device="cpu")
+    expected = "bfloat16" if e.cpu.native_bf16 else "float32"  # auto: by this CPU's flags
+    assert f"--dtype {expected}" in joined
     assert "--gpu-memory-utilization" not in joined
     assert cmd[-2:] == ["--seed", "7"]
     assert "--enable-chunked-prefill" not in joined  # unset: vLLM's default

@@ -154,6 +154,9 @@ class EngineSettings(_Section):
     #: blocks of 128 tokens of the embedded model: every arm's prefixes of a full benchmark.
     cpu_kvcache_space_gib: int = Field(default=4, ge=1, le=1024)
     startup_timeout_s: PositiveFloat = 600.0
+    #: measure prefill tokens/s, a cached request and decode once the server is up (three
+    #: requests, about 1,100 uncached tokens): long commands size and time themselves by it
+    calibrate_on_start: bool = True
     state_dir: Path = Field(default_factory=lambda: default_home() / "engine")
     model_cache_dir: Path = Field(default_factory=lambda: default_home() / "models")
 

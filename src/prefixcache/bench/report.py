@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..engine.calibration import Calibration
 from ..llm.metrics import percentile
 from ..prompts.tiers import AgentTierMap
 from .plots import plot
@@ -71,7 +72,9 @@ def environment(
     settings: BenchSettings,
     command: str,
     kv_blocks: int | None = None,
+    engine_facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    facts = engine_facts or {}
     return {
         "engine": "vLLM",
         "engine_version": engine_version,
@@ -82,6 +85,10 @@ def environment(
         "base_url": base_url,
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "cpu_class": facts.get("cpu_class", "unknown (a server not started here)"),
+        "dtype": facts.get("dtype", "unknown"),
+        "dtype_reason": facts.get("dtype_reason", "a server not started by prefixcache"),
+        "calibration": facts.get("calibration"),
         "python": platform.python_version(),
         "command": command,
         "settings": {
@@ -643,12 +650,20 @@ def grids(runs: Sequence[ArmRun], tiers: AgentTierMap, settings: BenchSettings) 
     return out
 
 
+def _speed(data: object) -> str:
+    calibration = Calibration.from_dict(data)
+    return calibration.summary() if calibration else "not measured (a server not started here)"
+
+
 def markdown_report(env: dict[str, Any], all_grids: Sequence[Grid]) -> str:
     head = [
         "# prefixcache benchmark report",
         "",
         f"- engine: {env['engine']} {env['engine_version']}, model `{env['model']}`, block size {env['block_size']}, device {env['device']}",
         f"- machine: {env['cpu_model']}, {env['cpu_cores']} cores, Python {env['python']}",
+        f"- CPU class: {env.get('cpu_class', 'unknown')}; dtype {env.get('dtype', 'unknown')}: "
+        f"{env.get('dtype_reason', 'not recorded')}",
+        f"- measured at engine start: {_speed(env.get('calibration'))}",
         f"- command: `{env['command']}`",
         f"- isolation: {env['isolation']}",
     ]

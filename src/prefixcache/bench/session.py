@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -95,7 +96,13 @@ class BenchSession:
             **extra,  # type: ignore[arg-type]
         )
 
-    def run(self, cfg: ClientSettings, *, device: str) -> bool:
+    def run(
+        self,
+        cfg: ClientSettings,
+        *,
+        device: str,
+        engine_facts: dict[str, Any] | None = None,
+    ) -> bool:
         """Run, print and save the report; False if the run did not finish."""
         settings = self.settings()
         with EngineInspector(cfg.url, cfg.model_name(), cfg.api_key) as inspector:
@@ -118,6 +125,7 @@ class BenchSession:
                 settings=settings,
                 command=self.command,
                 kv_blocks=stats.num_blocks,
+                engine_facts=engine_facts,
             )
             runs, interrupted = self._run(cfg, inspector, stats.block_size, settings)
         apps: AppsRun | None = None

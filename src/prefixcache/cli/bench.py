@@ -128,11 +128,14 @@ def bench(
     )
     cfg = cli.vllm(base_url)
     if base_url or cfg.base_url:
-        ok = session.run(cfg, device="remote")
+        # an engine `prefixcache engine start` runs here: its dtype and measured speed
+        local = local_engine(cfg)
+        facts = local.facts() if local.recorded_url() == cfg.url and local.recorded_pid() else None
+        ok = session.run(cfg, device="remote", engine_facts=facts)
     else:
         cfg = cfg.with_overrides(base_url=None, port=free_port(cfg.host))
-        with local_engine(cfg):
-            ok = session.run(cfg, device=cfg.resolved_device())
+        with local_engine(cfg) as engine:
+            ok = session.run(cfg, device=cfg.resolved_device(), engine_facts=engine.facts())
     if not ok:
         raise typer.Exit(1)
 

@@ -162,11 +162,21 @@ def engine_status(ctx: typer.Context) -> None:
         if fleet_status.state == "down":
             raise typer.Exit(1)
         return
-    status = local_engine(state(ctx).vllm()).status()
+    engine = local_engine(state(ctx).vllm())
+    status = engine.status()
     if not status.running:
+        choice = engine.dtype_choice()
         typer.echo(f"not running (state {status.log_file.parent})")
+        typer.echo(f"cpu: {engine.cpu.describe()}")
+        typer.echo(f"dtype at start: {choice.dtype} ({choice.reason})")
         raise typer.Exit(1)
     typer.echo(f"running: pid {status.pid} at {status.url}, healthy: {status.healthy}")
+    typer.echo(f"cpu: {engine.cpu.describe()}")
+    dtype = engine.recorded_dtype()
+    if dtype is not None:
+        typer.echo(f"dtype: {dtype[0]} ({dtype[1]})")
+    calibration = engine.recorded_calibration()
+    typer.echo(f"speed: {calibration.summary() if calibration else 'not measured'}")
     if not status.healthy:
         raise typer.Exit(1)
 

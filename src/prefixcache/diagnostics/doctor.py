@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .._extras import vllm_installed
+from ..engine.cpu import CpuInfo, choose_dtype
+from ..engine.local import LocalEngine
 from ..errors import PrefixCacheError
 from ..llm.inspector import EngineCacheStats, EngineInspector, answers_ok, router_workers
 from ..llm.interface import LLMInterface
 from ..prompts.library import PromptLibrary
 from ..prompts.lint import lint_paths
-from ..settings import ClientSettings
+from ..settings import ClientSettings, VLLMConfig
 from .chat_template import TEMPLATE_FIX, chat_template_preamble
 from .tokens import TokenAnalysis, analyze_tokens, measure
 
@@ -42,7 +44,7 @@ def run_checks(
     url = config.url
     remote = config.base_url is not None if remote is None else remote
     reachable = _reachable(url)
-    checks = [_installed(remote), reachable, _lint(library)]
+    checks = [_installed(remote), reachable, _lint(library), engine_facts(config, remote)]
     if reachable.status != "PASS":
         return checks + [Check(name, "SKIP", "server not reachable") for name in SERVER_CHECKS]
     workers = router_workers(url)
@@ -114,6 +116,38 @@ def _reachable(url: str) -> Check:
         f"no healthy server at {url}",
         "start one with `prefixcache engine start`, or pass --base-url",
     )
+
+
+def engine_facts(config: ClientSettings, remote: bool, cpu: CpuInfo | None = None) -> Check:
+    """The CPU, the dtype the embedded engine runs in (or would start with) and why, and
+    the speed it measured at start: what every long command sizes itself by."""
+    cpu = cpu or CpuInfo.read()
+    name = "engine dtype and speed"
+    engine_config = config if isinstance(config, VLLMConfig) else VLLMConfig()
+    local = LocalEngine(engine_config)
+    if local.recorded_pid() is None or local.recorded_url() != config.url:
+        choice = choose_dtype(engine_config.dtype, engine_config.resolved_device(), cpu)
+        detail = (
+            f"CPU {cpu.describe()}; the embedded engine would start with --dtype "
+            f"{choice.dtype}: {choice.reason}"
+        )
+        if remote:
+            return Check(name, "SKIP", f"{config.url} is not this machine's engine. {detail}")
+        return Check(name, "PASS", f"{detail} (not running: no measured speed)")
+    recorded = local.recorded_dtype()
+    dtype, reason = recorded if recorded is not None else ("unknown", "not recorded")
+    calibration = local.recorded_calibration()
+    speed = calibration.summary() if calibration else "not measured (calibrate_on_start off)"
+    detail = f"CPU {cpu.describe()}; running with --dtype {dtype}: {reason}; speed: {speed}"
+    if dtype == "bfloat16" and not cpu.native_bf16 and engine_config.resolved_device() == "cpu":
+        return Check(
+            name,
+            "FAIL",
+            detail,
+            "this CPU emulates bfloat16 (2-3.4x slower prefill): set llm.vllm.dtype to auto "
+            "or float32 and restart the engine (prefixcache engine stop; engine start)",
+        )
+    return Check(name, "PASS", detail)
 
 
 def _lint(library: PromptLibrary) -> Check:

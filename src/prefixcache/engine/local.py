@@ -28,6 +28,8 @@ from .._extras import vllm_installed
 from ..errors import EngineError
 from ..llm.inspector import answers_ok
 from ..settings import VLLMConfig
+from .calibration import Calibration, calibrate
+from .cpu import CpuInfo, DtypeChoice, choose_dtype
 from .embedded_model import embedded_model_dir, is_prepared, prepare_embedded_model
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -133,6 +135,7 @@ class LocalEngine:
         # The server's TMPDIR: a short path in the system temp folder (ZMQ IPC socket paths
         # must stay under 107 characters), recorded in the state file and removed on stop.
         self.run_dir: Path | None = None
+        self.cpu = CpuInfo.read()
 
     # -- properties ----------------------------------------------------------
     @property
@@ -153,6 +156,10 @@ class LocalEngine:
             return str(embedded_model_dir(self.config.model_cache_dir))
         assert self.config.default_model is not None
         return self.config.default_model
+
+    def dtype_choice(self) -> DtypeChoice:
+        """The ``--dtype`` this engine starts with, and why (see ``engine/cpu.py``)."""
+        return choose_dtype(self.config.dtype, self.config.resolved_device(), self.cpu)
 
     def command(self) -> list[str]:
         """The exact server command line for this config."""
@@ -177,7 +184,7 @@ class LocalEngine:
             "--max-model-len",
             str(cfg.max_model_len),
             "--dtype",
-            "bfloat16" if (device == "cpu" and cfg.dtype == "auto") else cfg.dtype,
+            self.dtype_choice().dtype,
         ]
         if device == "cpu":
             cmd.append(
@@ -262,13 +269,51 @@ class LocalEngine:
 
     # -- start / stop ------------------------------------------------------------
     def start(self) -> None:
-        """Start the server and wait until it answers /health (stopped again on failure)."""
+        """Start the server, wait until it answers /health and measure its speed
+        (``calibrate``; stopped again on failure)."""
         self.start_process()
         try:
             self._wait_healthy()
+            if self.config.calibrate_on_start:
+                self.calibrate()
         except BaseException:
             self.stop()
             raise
+
+    def calibrate(self) -> Calibration:
+        """Measure prefill tokens/s, a cached request and decode on the running server
+        and record them in the state file (``calibration``)."""
+        result = calibrate(self.base_url, self.model, api_key=self.config.api_key)
+        record = self._recorded()
+        if record:
+            record["calibration"] = result.to_dict()
+            self.pid_file.write_text(json.dumps(record) + "\n")
+        self._say(f"measured: {result.summary()}")
+        return result
+
+    def recorded_calibration(self) -> Calibration | None:
+        """What ``calibrate`` measured on the running server (None before, or stopped)."""
+        return Calibration.from_dict(self._recorded().get("calibration"))
+
+    def facts(self) -> dict[str, object]:
+        """The CPU, its class, the dtype and why, and the measured speed: what reports
+        and estimates name (the running server's record where there is one)."""
+        recorded = self.recorded_dtype()
+        choice = self.dtype_choice()
+        calibration = self.recorded_calibration()
+        return {
+            "cpu": self.cpu.describe(),
+            "cpu_class": self.cpu.cpu_class,
+            "dtype": recorded[0] if recorded else choice.dtype,
+            "dtype_reason": recorded[1] if recorded else choice.reason,
+            "calibration": calibration.to_dict() if calibration else None,
+        }
+
+    def recorded_dtype(self) -> tuple[str, str] | None:
+        """The running server's ``--dtype`` and why it was chosen."""
+        record = self._recorded()
+        dtype, reason = record.get("dtype"), record.get("dtype_reason")
+        return (dtype, reason) if isinstance(dtype, str) and isinstance(reason, str) else None
 
     def start_process(self) -> None:
         """Start the server process without waiting for it (see ``wait_healthy``)."""
@@ -314,11 +359,15 @@ class LocalEngine:
             )
         finally:
             log.close()
+        choice = self.dtype_choice()
         record = {
             "pid": self._proc.pid,
             "url": self.base_url,
             "model": self.model,
             "run_dir": str(self.run_dir),
+            "cpu": self.cpu.describe(),
+            "dtype": choice.dtype,
+            "dtype_reason": choice.reason,
         }
         self.pid_file.write_text(json.dumps(record) + "\n")
 
