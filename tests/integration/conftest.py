@@ -27,7 +27,8 @@ from prefixcache.errors import EngineError
 from prefixcache.settings import VLLMConfig, default_home
 
 from ..postgres_server import POSTGRES_FOLDER
-from .service_process import ServiceProcess
+from .service_process import COMPACT_PROMPTS, ServiceProcess
+from .token_ledger import LEDGER
 
 
 def _temp_entries() -> set[str]:
@@ -75,12 +76,35 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the early engine if no fixture took it (by PID) and remove its state folder."""
+    """Stop the early engine if no fixture took it (by PID) and remove its state folder;
+    fail the session when the live suite prefilled more than its token budget."""
+    if LEDGER.last and LEDGER.over_budget() and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     for early in _early:
         if not early.taken:
             early.local.stop()
         shutil.rmtree(early.config.state_dir, ignore_errors=True)
     _early.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Charge each live test's file with the uncached tokens the engines prefilled during
+    it (setup and teardown included): see ``token_ledger.py``."""
+    if item.get_closest_marker("integration") is None:
+        yield
+        return
+    LEDGER.account()
+    LEDGER.current = item.path.name
+    yield
+    LEDGER.account()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if LEDGER.last:
+        terminalreporter.section("live suite: work sent to the engines")
+        for line in LEDGER.report():
+            terminalreporter.write_line(line, red=LEDGER.over_budget())
 
 
 def _the_early_engine() -> EarlyEngine:
@@ -122,6 +146,11 @@ def engine(engine_config: VLLMConfig) -> Iterator[LocalEngine]:
     local, before = early.local, early.before
     try:
         local.wait_healthy(time.monotonic() + engine_config.startup_timeout_s)
+        LEDGER.watch(local.base_url)
+        previous, LEDGER.current = LEDGER.current, "(engine start: calibration)"
+        local.calibrate()  # what `engine start` does: doctor and status show it
+        LEDGER.account()
+        LEDGER.current = previous
         pid = local.recorded_pid()
         run_dir = local.run_dir
         assert pid is not None and run_dir is not None and run_dir.is_dir()
@@ -142,7 +171,25 @@ def engine(engine_config: VLLMConfig) -> Iterator[LocalEngine]:
 
 @pytest.fixture(scope="session")
 def live_library() -> PromptLibrary:
+    """The live suite's prompts: the compact set (see ``COMPACT_PROMPTS``)."""
+    return PromptLibrary(Settings(prompt_dirs=[COMPACT_PROMPTS]))
+
+
+@pytest.fixture(scope="session")
+def guide_library() -> PromptLibrary:
+    """The guide's real prompts (about 4,300 tokens): for exactly one live test."""
     return PromptLibrary(Settings())
+
+
+@pytest.fixture(scope="session")
+def compact_config_file(engine: LocalEngine, engine_config_file: Path) -> Path:
+    """A user's config for CLI commands: the session's engine (as `engine start` would
+    run it: port, state folder) and the compact prompts."""
+    data = yaml.safe_load(engine_config_file.read_text())
+    data["prompts"] = {"directories": [str(COMPACT_PROMPTS)]}
+    path = engine_config_file.with_name("compact.yaml")
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,22 @@ import httpx
 
 from prefixcache.engine.local import free_port
 
+#: the live suite's prompt set: the built-in tiers and roles over a base prompt of about
+#: 300 tokens (the guide's is about 4,000), so that every test prefills a seventh of the
+#: tokens and still spans several KV blocks; `tests/prompts_compact/`
+COMPACT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts_compact"
+
 
 class ServiceProcess:
     """One service process: its config file, database, log and port."""
 
-    def __init__(self, folder: Path, vllm_url: str, **service: object) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        vllm_url: str,
+        prompt_dirs: tuple[Path, ...] = (COMPACT_PROMPTS,),
+        **service: object,
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.port = free_port()
@@ -32,6 +43,8 @@ class ServiceProcess:
             "    request_timeout_s: 120",
             "    max_retries: 1",
             "    retry_backoff_s: 0.2",
+            "prompts:",
+            f"  directories: [{', '.join(str(d) for d in prompt_dirs)}]",
             "service:",
             "  host: 127.0.0.1",
             f"  port: {self.port}",

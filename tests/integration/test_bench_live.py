@@ -67,7 +67,8 @@ def test_arms_reuse_exactly_what_they_should(
     assert optimized.tasks[0].cached_tokens == 0
     for r in optimized.tasks[1:]:  # later agents reuse the shared base + tier block exactly
         assert r.cached_tokens == r.predicted_cached and r.reuse_reached == 1.0
-        assert r.cached_tokens is not None and r.cached_tokens > 0.85 * r.prompt_tokens
+        # at least the shared base prompt's full blocks (2 of the compact prompts' 370 tokens)
+        assert r.cached_tokens is not None and r.cached_tokens >= 2 * block_size
     assert len([r for r in warmed.requests if r.warmup]) == 3
     # every planned request was sent, none failed: the progress bar's total is right
     for run in (no_reuse, naive, optimized, warmed):
@@ -168,7 +169,7 @@ def test_reference_aligned_prefetch_and_steady_state(
             assert r.cached_tokens == r.predicted_cached, (run.arm, run.phase, r.index)
     # the reference shares its whole main prompt between agents: the role-free layout
     ref = by[("reference", "cold")].tasks
-    assert all((r.cached_tokens or 0) > 0.9 * r.prompt_tokens for r in ref[1:])
+    assert all((r.cached_tokens or 0) >= 2 * block_size for r in ref[1:])
     # prefetch prefilled the two agents first met after step 1, in the background
     prefetches = [r for r in by[("prefetch", "cold")].requests if r.warmup]
     assert sorted(r.agent_type for r in prefetches) == ["backend-engineer", "database-engineer"]
@@ -187,13 +188,13 @@ def test_reference_aligned_prefetch_and_steady_state(
 
 
 def test_alignment_puts_shared_layers_on_block_boundaries(
-    engine: LocalEngine, block_size: int
+    engine: LocalEngine, live_library: PromptLibrary, block_size: int
 ) -> None:
-    from prefixcache import PromptLibrary, Settings, align_to_blocks
+    from prefixcache import align_to_blocks
     from prefixcache.layout.alignment import BlockAligner
     from prefixcache.layout.cache_model import common_prefix_len, predicted_cached_tokens
 
-    library = PromptLibrary(Settings())
+    library = live_library
     with EngineInspector(engine.base_url, engine.model) as inspector:
         padding = align_to_blocks(
             library.composer, inspector, block_size, ["frontend-engineer", "code-reviewer"]

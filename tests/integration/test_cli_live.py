@@ -12,6 +12,8 @@ import pytest
 
 from prefixcache.engine.local import LocalEngine, _alive, free_port
 
+from .token_ledger import LEDGER
+
 pytestmark = pytest.mark.integration
 
 
@@ -25,12 +27,14 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_analyze_predicted_equals_measured(engine: LocalEngine, tmp_path: Path) -> None:
+def test_analyze_predicted_equals_measured(
+    engine: LocalEngine, compact_config_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "analyze.json"
     result = cli(
+        "--config",
+        str(compact_config_file),
         "analyze",
-        "--base-url",
-        engine.base_url,
         "--agent",
         "frontend-engineer,orchestrator",
         "--out",
@@ -54,17 +58,28 @@ def test_analyze_predicted_equals_measured(engine: LocalEngine, tmp_path: Path) 
         assert agent["matches"] is True
 
 
-def test_doctor_passes_on_the_embedded_engine(engine: LocalEngine) -> None:
-    result = cli("doctor", "--base-url", engine.base_url)
+def test_doctor_passes_on_the_embedded_engine(
+    engine: LocalEngine, compact_config_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "doctor.json"
+    result = cli("--config", str(compact_config_file), "doctor", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
+    checks = {c["name"]: c for c in json.loads(out.read_text())}
     for name in (
         "server reachable",
+        "engine dtype and speed",
         "prefix caching enabled",
         "cached-token reporting",
         "chat template stable",
         "live two-request test",
     ):
+        assert checks[name]["status"] == "PASS", checks[name]
         assert f"PASS {name}" in result.stdout
+    # the CPU, the dtype chosen for it and why, and the speed measured at start
+    facts = checks["engine dtype and speed"]["detail"]
+    dtype = "bfloat16" if engine.cpu.native_bf16 else "float32"
+    assert f"running with --dtype {dtype}" in facts and engine.cpu.cpu_class in facts
+    assert "tokens/s" in facts and "a cached request" in facts
 
 
 def test_doctor_fails_with_fixes_when_no_server() -> None:
@@ -100,6 +115,7 @@ def test_engine_status_logs_start_again_and_stop(
     assert again.returncode == 0 and "already running" in again.stderr
     logs = cli("engine", "logs", "--config", config, "-n", "5")
     assert logs.returncode == 0 and logs.stdout.strip()
+    LEDGER.account()  # before the stop: what it prefilled is charged
     stopped = cli("engine", "stop", "--config", config)
     assert stopped.returncode == 0 and f"stopped pid {pid}" in stopped.stdout
     assert not _alive(pid)

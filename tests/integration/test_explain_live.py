@@ -49,9 +49,13 @@ def test_each_cause_through_the_servers_tokenizer(
 
 
 @pytest.fixture(scope="module")
-def bench_trace(engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bench_trace(
+    engine: LocalEngine, compact_config_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     out = tmp_path_factory.mktemp("bench-trace")
     result = cli(
+        "--config",
+        str(compact_config_file),
         "bench",
         "--scenario",
         "single",
@@ -59,6 +63,8 @@ def bench_trace(engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory) -
         "naive,optimized",
         "--max-tokens",
         "2",
+        "--tasks",
+        "6",
         "--base-url",
         engine.base_url,
         "--out-dir",
@@ -97,7 +103,7 @@ def test_explain_points_the_naive_arm_at_its_dynamic_fields(
         assert brk["message"] == 0 and brk["token"] < 64
         assert "Dynamic Context" in brk["before"]
         assert brk["cause"] in {"other", "id", "date-time"}
-        assert brk["tokens_lost"] > 1000  # the whole static prompt after it
+        assert brk["tokens_lost"] > 500  # the whole static prompt after it
     assert naive["fixed_hit_rate"] > naive["hit_rate"] + 0.5
     assert naive["measured_hit_rate"] == pytest.approx(naive["hit_rate"])
     optimized = _explain(bench_trace, engine, "--label", "arm=optimized")

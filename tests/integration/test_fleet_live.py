@@ -14,13 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prefixcache import ClientSettings, LLMInterface, PromptLibrary, warm_prefixes
+from prefixcache import ClientSettings, LLMInterface, PromptLibrary, Settings, warm_prefixes
 from prefixcache.engine.fleet import Fleet, fleet_figures
 from prefixcache.llm.models import Message
 from prefixcache.settings import FleetSettings, VLLMConfig, default_home
 
 from ..ports import free_ports
-from .service_process import ServiceProcess
+from .service_process import COMPACT_PROMPTS, ServiceProcess
+from .token_ledger import LEDGER
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
@@ -44,7 +45,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     )
     local = Fleet(config, settings, progress=print)
     with local:
+        for replica in local.replicas:
+            LEDGER.watch(replica.base_url)
         yield local
+        LEDGER.account()  # before the replicas stop
     assert local.router_pid() is None
     assert all(r.recorded_pid() is None for r in local.replicas)
 
@@ -80,7 +84,7 @@ async def _sessions(
 
 
 def test_sessions_stay_on_their_replica_and_warming_reaches_all(fleet: Fleet) -> None:
-    library = PromptLibrary()
+    library = PromptLibrary(Settings(prompt_dirs=[COMPACT_PROMPTS]))
     status = fleet.status()
     assert status.router_healthy and all(r.healthy for r in status.replicas)
     assert status.policy == "sticky_least_loaded"
@@ -104,9 +108,10 @@ def test_sessions_stay_on_their_replica_and_warming_reaches_all(fleet: Fleet) ->
         for (prev_prompt, _), (_, cached) in itertools.pairwise(rows):
             assert cached >= prev_prompt - 128, (name, rows)
     # warmed on every replica: even the first turn of a warmed agent hits the shared base
-    assert all(rows[0][1] >= 3968 for rows in turns.values())
+    assert all(rows[0][1] >= 256 for rows in turns.values())  # the base's 2 full blocks
     assert all(r is not None and r["requests"] > 0 for r in figures.replicas)  # both used
-    assert figures.hit_rate is not None and figures.hit_rate > 0.8
+    # (measured 0.79 on the compact prompts: a cold turn costs a larger share of them)
+    assert figures.hit_rate is not None and figures.hit_rate > 0.7
     assert figures.balance_requests is not None and figures.balance_requests <= 1.5
 
 
@@ -140,10 +145,11 @@ def test_the_dashboard_shows_each_replica_behind_the_router(fleet: Fleet, tmp_pa
 
 
 def test_a_stopped_replica_moves_its_sessions_without_errors(fleet: Fleet) -> None:
-    library = PromptLibrary()
+    library = PromptLibrary(Settings(prompt_dirs=[COMPACT_PROMPTS]))
     names = [f"m{i}" for i in range(4)]
     asyncio.run(_sessions(fleet.router_url, library, names, 1, "t2"))
     victim = fleet.replicas[1]
+    LEDGER.account()  # before the stop: what it prefilled is charged
     victim.stop()  # by PID, its process group
     # the router notices within seconds (health checks every 2 s, breaker after 2 failures)
     started = time.monotonic()

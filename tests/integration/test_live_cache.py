@@ -57,9 +57,10 @@ def salt() -> str:
 
 
 def test_repeated_optimized_prompt_gets_exactly_the_predicted_cached_tokens(
-    engine: LocalEngine, live_library: PromptLibrary, block_size: int
+    engine: LocalEngine, guide_library: PromptLibrary, block_size: int
 ) -> None:
-    text = live_library.compose(TYPICAL_CALL, agent_type="frontend-engineer").text
+    """The one live test on the guide's real prompts (about 4,300 tokens)."""
+    text = guide_library.compose(TYPICAL_CALL, agent_type="frontend-engineer").text
     messages = system_user(text, "Add a loading spinner to the dashboard.")
     prompt_tokens = len(tokens(engine, messages))
     s = salt()
@@ -116,7 +117,7 @@ def test_naive_layout_dynamic_first_gets_no_reuse(
     chat(engine.config, first, cache_salt=s)
     warm = chat(engine.config, second, cache_salt=s)
     assert warm.cached_tokens == 0
-    assert warm.prompt_tokens > 4000
+    assert warm.prompt_tokens > 500
 
 
 def test_unique_cache_salt_gets_no_reuse(engine: LocalEngine, live_library: PromptLibrary) -> None:

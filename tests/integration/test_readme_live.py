@@ -13,6 +13,7 @@ from prefixcache import set_default_library
 from prefixcache.engine.local import LocalEngine
 
 from ..test_readme import USAGE, section_snippets
+from .service_process import COMPACT_PROMPTS
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,14 @@ def test_talking_to_vllm_snippet(
     engine: LocalEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"llm": {"vllm": {"base_url": engine.base_url}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "llm": {"vllm": {"base_url": engine.base_url}},
+                "prompts": {"directories": [str(COMPACT_PROMPTS)]},
+            }
+        )
+    )
     monkeypatch.setenv("PREFIXCACHE_CONFIG", str(config))
     set_default_library(None)
     [snippet] = section_snippets("Talking to vLLM")

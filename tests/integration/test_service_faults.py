@@ -17,6 +17,7 @@ from prefixcache import LocalEngine
 from .service_process import ServiceProcess
 from .test_cli_live import cli
 from .test_warm_live import first_and_repeat, wait_warm
+from .token_ledger import LEDGER
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
@@ -36,7 +37,7 @@ def test_engine_stopped_mid_run_then_back(
         assert httpx.get(f"{warming.url}/ready", timeout=30).json()["warming"] != "off"
         progress, waited = wait_warm(warming)  # noticed the engine came back, warmed again
         first, repeat = first_and_repeat(warming, warm_key, "code-skeptic")
-        assert first["cached_tokens"] == repeat["cached_tokens"] > 3000, (first, repeat)
+        assert first["cached_tokens"] == repeat["cached_tokens"] >= 512, (first, repeat)
         print(f"re-warmed after the engine restart: {progress} in {waited:.1f} s")
     finally:
         warming.stop()
@@ -68,6 +69,7 @@ def _stopped_then_back(engine: LocalEngine, config: Path, service: ServiceProces
         load = asyncio.gather(*(client(n) for n in range(4)))
         while len(codes) < 4:  # some turns answered, others in flight
             await asyncio.sleep(0.05)
+        await asyncio.to_thread(LEDGER.account)  # what it prefilled before the stop
         await asyncio.to_thread(engine.stop)
         await load
 

@@ -24,7 +24,7 @@ from prefixcache import LocalEngine
 
 from ..service_support import make_key
 from ..test_service_hardening import hostile_gateway_cases
-from .service_process import ServiceProcess
+from .service_process import COMPACT_PROMPTS, ServiceProcess
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +215,7 @@ def test_the_readme_service_steps_on_a_brand_new_home(engine: LocalEngine, tmp_p
         "PREFIXCACHE_SERVICE__PORT": str(port),
         # the steps, not the warm-up (tested in test_warm_live): 20 s less of the suite
         "PREFIXCACHE_SERVICE__WARM__ENABLED": "false",
+        "PREFIXCACHE_PROMPTS__DIRECTORIES": f"[{COMPACT_PROMPTS}]",
     }
     env.pop("PREFIXCACHE_CONFIG", None)
     run = [sys.executable, "-m", "prefixcache"]
@@ -261,7 +262,7 @@ def test_the_readme_service_steps_on_a_brand_new_home(engine: LocalEngine, tmp_p
             },
         )
         assert answer.status_code == 200, answer.text
-        assert answer.json()["cache"]["prompt_tokens"] > 1000
+        assert answer.json()["cache"]["prompt_tokens"] > 500  # the compact prompts
         assert stat.S_IMODE((folder / "service.secret").stat().st_mode) == 0o600
         for name in ("service.db-wal", "service.db-shm"):
             if (folder / name).exists():

@@ -234,7 +234,7 @@ def test_tenants_do_not_share_the_cache(
 
     assert cached(a) == 0
     assert cached(b) == 0  # the same prompt, another tenant: nothing to time
-    assert cached(a) > 3000  # A's own repeat hits
+    assert cached(a) >= 768  # A's own repeat hits (6 of its 862 tokens' blocks)
     # a caller cannot pick a salt: a cache_salt in the body is refused, never forwarded
     chosen = httpx.post(
         f"{service.url}/v1/chat/completions",

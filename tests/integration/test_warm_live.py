@@ -93,7 +93,7 @@ def test_warm_on_start_for_every_tenant_then_a_new_tenant(
             first, repeat = first_and_repeat(proc, key, "code-skeptic")
             # the tenant's very first request of the agent finds its whole prefix cached
             assert first["cached_tokens"] == repeat["cached_tokens"], (tenant, first, repeat)
-            assert first["cached_tokens"] % block_size == 0 and first["cached_tokens"] > 3000
+            assert first["cached_tokens"] % block_size == 0 and first["cached_tokens"] >= 512
             firsts[tenant] = first
         # a tenant with no key at start is warmed from its first request on
         late = proc.key("warm-c", "u")
@@ -101,7 +101,7 @@ def test_warm_on_start_for_every_tenant_then_a_new_tenant(
         later, _ = wait_warm(proc)  # the new tenant's warm-up, in the background
         assert later == "warm 22/22", later
         first, repeat = first_and_repeat(proc, late, "code-skeptic")
-        assert first["cached_tokens"] == repeat["cached_tokens"] > 3000, (first, repeat)
+        assert first["cached_tokens"] == repeat["cached_tokens"] >= 512, (first, repeat)
         print(
             f"\nwarm-up at start: {progress} in {waited:.1f} s (answering meanwhile); first "
             "/chat of an agent per tenant: "

@@ -76,7 +76,16 @@ class BenchSettings:
     passes: int = 1
     #: seconds between a step's answer and the arm's next step (an agent running tools)
     tool_time: float = 0.0
+    #: at most this many steps of each sequential scenario (None: all: the guide's 10,
+    #: 10 and 20); `--fit-minutes` sizes it from the engine's measured speed
+    tasks: int | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def steps_for(self, scenario: Scenario) -> list[Step]:
+        """A sequential scenario's steps, the first ``tasks`` of them when set."""
+        assert scenario.steps is not None
+        steps = scenario.steps()
+        return steps if self.tasks is None else steps[: self.tasks]
 
     def scenario_objects(self) -> list[Scenario]:
         return [SCENARIOS[name] for name in self.scenarios]
@@ -93,8 +102,7 @@ class BenchSettings:
     def planned_for(self, scenario: Scenario, arm: Arm) -> int:
         """Requests one arm run sends (warm-ups included): what the progress bar ticks."""
         if scenario.kind is Kind.SEQUENTIAL:
-            assert scenario.steps is not None
-            return sequential_requests(scenario.steps(), arm, self.passes)
+            return sequential_requests(self.steps_for(scenario), arm, self.passes)
         if scenario.kind is Kind.MULTITURN:
             return len(MULTITURN_TURNS)
         return concurrent_requests(concurrent_steps(self.sessions, self.requests_per_session), arm)
@@ -830,8 +838,7 @@ class Benchmark:
                 for max_tokens in settings.token_counts(scenario):
                     salt = f"bench-{settings.run_id}-{scenario.name}-r{repeat}-m{max_tokens}"
                     if scenario.kind is Kind.SEQUENTIAL:
-                        assert scenario.steps is not None
-                        steps = scenario.steps()
+                        steps = settings.steps_for(scenario)
                         await self.run_sequential(
                             scenario.name,
                             steps,

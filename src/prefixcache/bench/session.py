@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..engine.calibration import Calibration, calibrate
 from ..errors import PrefixCacheError
 from ..llm.inspector import EngineInspector
 from ..llm.interface import LLMInterface
@@ -23,13 +24,14 @@ from ..prompts.library import PromptLibrary
 from ..prompts.sizes import DEFAULT_TOOLS, TOOLS
 from ..settings import ClientSettings
 from ..traces.records import TraceWriter
-from .apps import static_text
+from .apps import APPS, static_text
 from .report import apps_grid, environment, grids, print_report, run_status, save
 from .results import ArmRun, as_dict
 from .runner import Benchmark, BenchmarkAborted, BenchSettings
-from .scenarios import USERS
+from .scenarios import SCENARIOS, USERS
 from .service import ServiceLauncher
-from .unmodified import STABILIZE_TENANTS, TENANTS, AppsRun, run_apps
+from .sizing import chosen_apps, fit, measure_tokens
+from .unmodified import REQUESTS, STABILIZE_TENANTS, TENANTS, AppsRun, run_apps
 
 #: where the progress bar cannot be drawn (not a terminal), a line every this many requests
 PLAIN_EVERY = 10
@@ -81,6 +83,15 @@ class BenchSession:
     requests_per_session: int = 3
     passes: int = 1
     tool_time: float = 0.0
+    #: at most this many steps per sequential scenario (None: the guide's)
+    tasks: int | None = None
+    #: the unmodified apps: how many, and requests per app
+    apps: int = len(APPS)
+    app_requests: int = REQUESTS
+    #: size the plan from the engine's measured speed to end within this many minutes
+    #: of ``began`` (the command's start: the engine's start counts)
+    fit_minutes: float | None = None
+    began: float = field(default_factory=time.monotonic)
 
     def settings(self) -> BenchSettings:
         extra = {"arms": self.arms} if self.arms else {}
@@ -93,6 +104,7 @@ class BenchSession:
             requests_per_session=self.requests_per_session,
             passes=self.passes,
             tool_time=self.tool_time,
+            tasks=self.tasks,
             **extra,  # type: ignore[arg-type]
         )
 
@@ -104,8 +116,9 @@ class BenchSession:
         engine_facts: dict[str, Any] | None = None,
     ) -> bool:
         """Run, print and save the report; False if the run did not finish."""
-        settings = self.settings()
         with EngineInspector(cfg.url, cfg.model_name(), cfg.api_key) as inspector:
+            estimate = self._size(cfg, inspector, engine_facts)
+            settings = self.settings()
             stats = inspector.cache_stats()
             if not stats.block_size:
                 raise PrefixCacheError(
@@ -127,6 +140,7 @@ class BenchSession:
                 kv_blocks=stats.num_blocks,
                 engine_facts=engine_facts,
             )
+            started = time.monotonic()
             runs, interrupted = self._run(cfg, inspector, stats.block_size, settings)
         apps: AppsRun | None = None
         if interrupted is None and "unmodified-apps" in self.scenarios:
@@ -136,6 +150,12 @@ class BenchSession:
             failed = sum(1 for r in apps.results if not r.success)
             status["text"] += f"; unmodified apps: {len(apps.results)} requests, {failed} failed"
             status["complete"] = bool(status["complete"]) and failed == 0
+        if estimate is not None:
+            took = time.monotonic() - started
+            status["text"] += (
+                f"; estimated {estimate / 60:.1f} min before the start, took {took / 60:.1f} min"
+            )
+            env["estimate"] = {"estimated_s": round(estimate, 1), "measured_s": round(took, 1)}
         env["status"] = status
         if runs or apps is not None:
             all_grids = grids(runs, self.library.tiers, settings) if runs else []
@@ -218,6 +238,48 @@ class BenchSession:
                 raise
         return (holder[0].snapshot() if holder else []), reason
 
+    def _size(
+        self,
+        cfg: ClientSettings,
+        inspector: EngineInspector,
+        engine_facts: dict[str, Any] | None,
+    ) -> float | None:
+        """With ``fit_minutes``: choose tasks and apps from the engine's measured speed
+        and say what will run and for about how long; the estimate in seconds."""
+        if self.fit_minutes is None:
+            return None
+        speed = Calibration.from_dict((engine_facts or {}).get("calibration"))
+        if speed is None:  # a server not started here: measure it now (3 requests)
+            speed = calibrate(cfg.url, cfg.model_name(), api_key=cfg.api_key)
+        tokens = measure_tokens(inspector, self.library, static_text(self.library))
+        left = self.fit_minutes * 60 - (time.monotonic() - self.began)
+        base = self.settings()
+        plan, fits = fit(
+            left,
+            [SCENARIOS[name] for name in self.scenarios],
+            lambda scenario, tasks: replace(base, tasks=tasks).steps_for(scenario),
+            base.arms_for,
+            passes=self.passes,
+            max_tokens=self.max_tokens,
+            tokens=tokens,
+            speed=speed,
+        )
+        self.tasks, self.apps, self.app_requests = plan.tasks, plan.apps, plan.app_requests
+        say = self.progress_console.print
+        say(f"this machine: {speed.summary()}", highlight=False)
+        say(
+            f"will run {', '.join(self.scenarios)} with arms {', '.join(base.arms)}, "
+            f"{self.passes} pass(es): {plan.describe()} on this machine",
+            highlight=False,
+        )
+        if not fits:
+            say(
+                f"that is more than the {left / 60:.1f} min left of --fit-minutes "
+                f"{self.fit_minutes:g}: this is the smallest plan",
+                highlight=False,
+            )
+        return plan.seconds
+
     def _run_apps(self, cfg: ClientSettings) -> AppsRun:
         """Scenario 6: the unmodified apps, through a service with three gateway
         tenants (stabilizer off, shadow, on) and straight to the engine."""
@@ -249,6 +311,8 @@ class BenchSession:
                     model=cfg.model_name(),
                     service=handle,
                     static=static_text(self.library),
+                    apps=chosen_apps(self.apps),
+                    requests=self.app_requests,
                     salt=f"apps-{uuid.uuid4().hex[:8]}",
                     on_request=lines.tick,
                 )

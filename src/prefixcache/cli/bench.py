@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -62,6 +63,21 @@ Passes = Annotated[
         "state (same agents, other users and sessions).",
     ),
 ]
+Tasks = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="At most N steps of each of scenarios 1-3 (default: the guide's 10, 10, 20)."
+    ),
+]
+FitMinutes = Annotated[
+    float | None,
+    typer.Option(
+        min=1.0,
+        help="Size the run to end within M minutes of the command's start (engine start "
+        "included), from the engine's measured speed: fewer tasks and apps on a slower "
+        "machine. Prints the plan and its estimate first.",
+    ),
+]
 ToolTime = Annotated[
     float,
     typer.Option(
@@ -97,6 +113,8 @@ def bench(
     requests_per_session: RequestsPerSession = 3,
     passes: Passes = 1,
     tool_time: ToolTime = 0.0,
+    tasks: Tasks = None,
+    fit_minutes: FitMinutes = None,
     base_url: BaseUrlOption = None,
     out_dir: Annotated[
         Path | None,
@@ -104,6 +122,7 @@ def bench(
     ] = None,
 ) -> None:
     """Run real agent workflows on a real vLLM server, arms side by side, and write a report."""
+    began = time.monotonic()
     scenarios = _chosen(scenario, list(SCENARIOS), ["single"], "--scenario")
     chosen_arms = _chosen(arms, list(ARM_NAMES), list(DEFAULT_ARMS), "--arms")
     sweep_counts = tuple(csv_numbers(sweep, int, "--sweep", 1))
@@ -119,6 +138,9 @@ def bench(
         requests_per_session=requests_per_session,
         passes=passes,
         tool_time=tool_time,
+        tasks=tasks,
+        fit_minutes=fit_minutes,
+        began=began,
         out=out_dir or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"),
         command="prefixcache " + " ".join(sys.argv[1:])
         if "bench" in sys.argv
@@ -127,6 +149,12 @@ def bench(
         progress_console=err_console,
     )
     cfg = cli.vllm(base_url)
+    if fit_minutes is not None:
+        err_console.print(
+            f"sizing the run to end within {fit_minutes:g} min: the engine's speed is "
+            "measured first, then the plan and its estimate are printed",
+            highlight=False,
+        )
     if base_url or cfg.base_url:
         # an engine `prefixcache engine start` runs here: its dtype and measured speed
         local = local_engine(cfg)
