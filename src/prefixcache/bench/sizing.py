@@ -109,7 +109,7 @@ def _sequential_s(
                 uncached += tokens.base + sum(
                     p - tokens.base for p in list(tokens.prefix.values())[:agents]
                 )
-                requests += agents
+                total += agents * speed.request_s(0, 1)  # max_tokens=1 prefills
         total += speed.prefill_s(uncached) + requests * speed.request_s(0, max_tokens)
     return total
 
