@@ -9,6 +9,7 @@ METRICS = """\
 # TYPE vllm:prefix_cache_queries_total counter
 vllm:prefix_cache_queries_total{engine="0",model_name="m"} 5000.0
 vllm:prefix_cache_hits_total{engine="0",model_name="m"} 3000.0
+vllm:cache_config_info{block_size="128",enable_prefix_caching="True"} 1.0
 process_start_time_seconds 1.7e9
 """
 

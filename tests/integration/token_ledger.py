@@ -13,11 +13,12 @@ it is over ``BUDGET``.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
+
+from prefixcache.llm.inspector import parse_engine_metrics
 
 #: the whole live suite's budget of uncached prompt tokens. The target (issue 24) is
 #: 60,000, about 6 minutes of prefill at 170 tokens/s, the slowest machines of this kind;
@@ -25,8 +26,6 @@ import httpx
 #: the budget holds it there until the rest is cut (warm-ups pad every agent's role to a
 #: 128-token block: a smaller block size is the next lever)
 BUDGET = 140_000
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN)\s*$")
 
 
 @dataclass(frozen=True)
@@ -41,26 +40,13 @@ class Counters:
 
 
 def parse_counters(text: str) -> Counters | None:
-    """The prefix-cache counters (summed over label sets) and the process start time."""
-    sums: dict[str, float] = defaultdict(float)
-    for line in text.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if match is None:
-            continue
-        name, value = match.group(1), match.group(3)
-        if name in (
-            "vllm:prefix_cache_queries_total",
-            "vllm:prefix_cache_hits_total",
-            "process_start_time_seconds",
-        ):
-            sums[name] += float(value)
-    if "vllm:prefix_cache_queries_total" not in sums:
+    """The prefix-cache counters (summed over engines) and the process start time, as
+    the project reads them (``parse_engine_metrics``); None for a server that is not
+    vLLM (no ``vllm:cache_config_info``)."""
+    stats = parse_engine_metrics(text)
+    if stats.block_size is None:
         return None
-    return Counters(
-        sums["vllm:prefix_cache_queries_total"],
-        sums["vllm:prefix_cache_hits_total"],
-        sums.get("process_start_time_seconds"),
-    )
+    return Counters(stats.queries, stats.hits, stats.started_at)
 
 
 def increase(before: Counters | None, after: Counters) -> float:

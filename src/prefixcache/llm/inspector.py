@@ -29,6 +29,9 @@ class EngineCacheStats:
     prompt_tokens: float = 0.0
     #: KV cache blocks of the engine (``num_gpu_blocks``, also on the CPU backend)
     num_blocks: int | None = None
+    #: the server process's start (``process_start_time_seconds``): a new value means
+    #: the counters started again from zero
+    started_at: float | None = None
 
     @property
     def hit_rate(self) -> float | None:
@@ -36,8 +39,10 @@ class EngineCacheStats:
 
 
 def parse_engine_metrics(text: str) -> EngineCacheStats:
-    """Sum ``vllm:prefix_cache_{queries,hits}_total`` over engines; read ``cache_config_info``."""
+    """Sum ``vllm:prefix_cache_{queries,hits}_total`` over engines; read ``cache_config_info``
+    and the process's start time."""
     queries = hits = requests = prompt_tokens = 0.0
+    started_at: float | None = None
     block_size: int | None = None
     num_blocks: int | None = None
     enabled: bool | None = None
@@ -51,6 +56,8 @@ def parse_engine_metrics(text: str) -> EngineCacheStats:
                 requests += sample.value
             elif sample.name == "vllm:prompt_tokens_total":
                 prompt_tokens += sample.value
+            elif sample.name == "process_start_time_seconds":
+                started_at = sample.value
             elif sample.name == "vllm:cache_config_info":
                 labels = sample.labels
                 if labels.get("block_size", "").isdigit():
@@ -67,6 +74,7 @@ def parse_engine_metrics(text: str) -> EngineCacheStats:
         requests=requests,
         prompt_tokens=prompt_tokens,
         num_blocks=num_blocks,
+        started_at=started_at,
     )
 
 
