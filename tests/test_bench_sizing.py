@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from prefixcache.bench.runner import BenchSettings
-from prefixcache.bench.scenarios import SCENARIOS, Scenario, Step
 from prefixcache.bench.sizing import LEVELS, PromptTokens, chosen_apps, estimate, fit
 from prefixcache.engine.calibration import Calibration
 
@@ -30,24 +27,10 @@ SETTINGS = BenchSettings(
     arms=("no-reuse", "reference", "optimized", "service"),
     passes=2,
 )
-SCENES = [SCENARIOS[n] for n in SETTINGS.scenarios]
-
-
-def steps_of(scenario: Scenario, tasks: int) -> list[Step]:
-    return replace(SETTINGS, tasks=tasks).steps_for(scenario)
 
 
 def plan_for(rate: float, minutes: float) -> tuple[int, int, int, float, bool]:
-    plan, fits = fit(
-        minutes * 60,
-        SCENES,
-        steps_of,
-        SETTINGS.arms_for,
-        passes=2,
-        max_tokens=32,
-        tokens=tokens(),
-        speed=speed(rate),
-    )
+    plan, fits = fit(minutes * 60, SETTINGS, tokens=tokens(), speed=speed(rate))
     return plan.tasks, plan.apps, plan.app_requests, plan.seconds, fits
 
 
@@ -65,16 +48,8 @@ def test_nothing_fits_gives_the_smallest_plan_and_says_so() -> None:
 
 
 def test_the_estimate_is_the_work_at_the_measured_rate() -> None:
-    one = estimate(
-        [SCENARIOS["single"]],
-        steps_of,
-        lambda s: [a for a in s.arms if a.name == "no-reuse"],
-        (2, 3, 3),
-        passes=1,
-        max_tokens=1,
-        tokens=tokens(),
-        speed=speed(430),
-    )
+    single_no_reuse = BenchSettings(scenarios=("single",), arms=("no-reuse",), max_tokens=1)
+    one = estimate(single_no_reuse, (2, 3, 3), tokens=tokens(), speed=speed(430))
     # two uncached requests of 4,300 tokens at 430 tokens/s, plus 0.2 s each
     assert one.seconds == pytest.approx(2 * (10 + 0.2))
     assert "2 tasks per scenario" in one.describe()

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from .apps import APPS, static_text
 from .report import apps_grid, environment, grids, print_report, run_status, save
 from .results import ArmRun, as_dict
 from .runner import Benchmark, BenchmarkAborted, BenchSettings
-from .scenarios import SCENARIOS, USERS
+from .scenarios import USERS
 from .service import ServiceLauncher
 from .sizing import chosen_apps, fit, measure_tokens
 from .unmodified import REQUESTS, STABILIZE_TENANTS, TENANTS, AppsRun, run_apps
@@ -254,16 +254,7 @@ class BenchSession:
         tokens = measure_tokens(inspector, self.library, static_text(self.library))
         left = self.fit_minutes * 60 - (time.monotonic() - self.began)
         base = self.settings()
-        plan, fits = fit(
-            left,
-            [SCENARIOS[name] for name in self.scenarios],
-            lambda scenario, tasks: replace(base, tasks=tasks).steps_for(scenario),
-            base.arms_for,
-            passes=self.passes,
-            max_tokens=self.max_tokens,
-            tokens=tokens,
-            speed=speed,
-        )
+        plan, fits = fit(left, base, tokens=tokens, speed=speed)
         self.tasks, self.apps, self.app_requests = plan.tasks, plan.apps, plan.app_requests
         say = self.progress_console.print
         say(f"this machine: {speed.summary()}", highlight=False)

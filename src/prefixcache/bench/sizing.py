@@ -12,8 +12,8 @@ steps. The report then shows the measured times beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from ..engine.calibration import Calibration
 from ..llm.inspector import EngineInspector
@@ -21,7 +21,8 @@ from ..prompts.library import PromptLibrary
 from ..prompts.sizes import TYPICAL_CALL
 from ..prompts.tiers import AgentTier
 from .apps import APPS, UnmodifiedApp
-from .scenarios import Arm, Scenario, Step
+from .runner import BenchSettings
+from .scenarios import Arm, Step
 from .unmodified import ARMS as APP_ARMS
 
 #: uncached tokens of a request whose static prefix is cached: its dynamic suffix, the
@@ -84,7 +85,6 @@ def _sequential_s(
     max_tokens: int,
     tokens: PromptTokens,
     speed: Calibration,
-    agents: int,
 ) -> float:
     total = 0.0
     for arm in arms:
@@ -106,10 +106,8 @@ def _sequential_s(
                 seen.add(step.agent_type)
             uncached += (passes - 1) * len(steps) * SUFFIX_TOKENS
             if arm.name == "service":  # a fresh service warms every agent at start
-                uncached += tokens.base + sum(
-                    p - tokens.base for p in list(tokens.prefix.values())[:agents]
-                )
-                total += agents * speed.request_s(0, 1)  # max_tokens=1 prefills
+                uncached += tokens.base + sum(p - tokens.base for p in tokens.prefix.values())
+                total += len(tokens.prefix) * speed.request_s(0, 1)  # max_tokens=1 prefills
         total += speed.prefill_s(uncached) + requests * speed.request_s(0, max_tokens)
     return total
 
@@ -138,29 +136,25 @@ def chosen_apps(count: int) -> tuple[UnmodifiedApp, ...]:
 
 
 def estimate(
-    scenarios: Sequence[Scenario],
-    steps_of: Callable[[Scenario, int], list[Step]],
-    arms_of: Callable[[Scenario], Sequence[Arm]],
+    settings: BenchSettings,
     level: tuple[int, int, int],
     *,
-    passes: int,
-    max_tokens: int,
     tokens: PromptTokens,
     speed: Calibration,
 ) -> Plan:
+    """``settings``' scenarios and arms at one of ``LEVELS``, in estimated seconds."""
     tasks, apps, app_requests = level
+    sized = replace(settings, tasks=tasks)
     parts: dict[str, float] = {}
-    agents = len(tokens.prefix)
-    for scenario in scenarios:
+    for scenario in settings.scenario_objects():
         if scenario.steps is not None:
             parts[scenario.name] = _sequential_s(
-                steps_of(scenario, tasks),
-                arms_of(scenario),
-                passes,
-                max_tokens,
+                sized.steps_for(scenario),
+                settings.arms_for(scenario),
+                settings.passes,
+                settings.max_tokens,
                 tokens,
                 speed,
-                agents,
             )
         elif scenario.name == "unmodified-apps":
             parts[scenario.name] = _apps_s(chosen_apps(apps), app_requests, tokens, speed)
@@ -168,30 +162,13 @@ def estimate(
 
 
 def fit(
-    seconds: float,
-    scenarios: Sequence[Scenario],
-    steps_of: Callable[[Scenario, int], list[Step]],
-    arms_of: Callable[[Scenario], Sequence[Arm]],
-    *,
-    passes: int,
-    max_tokens: int,
-    tokens: PromptTokens,
-    speed: Calibration,
+    seconds: float, settings: BenchSettings, *, tokens: PromptTokens, speed: Calibration
 ) -> tuple[Plan, bool]:
     """The largest plan of ``LEVELS`` whose estimate fits in ``seconds`` (the smallest,
     and False, when none does)."""
     plan = None
     for level in LEVELS:
-        plan = estimate(
-            scenarios,
-            steps_of,
-            arms_of,
-            level,
-            passes=passes,
-            max_tokens=max_tokens,
-            tokens=tokens,
-            speed=speed,
-        )
+        plan = estimate(settings, level, tokens=tokens, speed=speed)
         if plan.seconds <= seconds:
             return plan, True
     assert plan is not None
