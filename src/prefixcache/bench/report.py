@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..engine.calibration import Calibration
+from ..engine.cpu import UNKNOWN_CPU, CpuInfo
 from ..llm.metrics import percentile
 from ..prompts.tiers import AgentTierMap
 from .plots import plot
@@ -53,13 +54,8 @@ class Grid:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    model = CpuInfo.read().model
+    return model if model != UNKNOWN_CPU else platform.processor() or platform.machine()
 
 
 def environment(

@@ -158,7 +158,7 @@ def bench(
     if base_url or cfg.base_url:
         # an engine `prefixcache engine start` runs here: its dtype and measured speed
         local = local_engine(cfg)
-        facts = local.facts() if local.recorded_url() == cfg.url and local.recorded_pid() else None
+        facts = local.facts() if local.serves(cfg.url) else None
         ok = session.run(cfg, device="remote", engine_facts=facts)
     else:
         cfg = cfg.with_overrides(base_url=None, port=free_port(cfg.host))

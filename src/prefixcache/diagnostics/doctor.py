@@ -125,7 +125,7 @@ def engine_facts(config: ClientSettings, remote: bool, cpu: CpuInfo | None = Non
     name = "engine dtype and speed"
     engine_config = config if isinstance(config, VLLMConfig) else VLLMConfig()
     local = LocalEngine(engine_config)
-    if local.recorded_pid() is None or local.recorded_url() != config.url:
+    if not local.serves(config.url):
         choice = choose_dtype(engine_config.dtype, engine_config.resolved_device(), cpu)
         detail = (
             f"CPU {cpu.describe()}; the embedded engine would start with --dtype "

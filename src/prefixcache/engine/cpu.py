@@ -18,6 +18,8 @@ from pathlib import Path
 X86_NATIVE_BF16 = ("amx_bf16", "avx512_bf16")
 #: the Arm feature (``Features`` in /proc/cpuinfo) that does
 ARM_NATIVE_BF16 = ("bf16",)
+#: the model name when /proc/cpuinfo names none
+UNKNOWN_CPU = "unknown CPU"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class CpuInfo:
                 model = value.strip()
             elif key in ("flags", "features") and not flags:
                 flags = value
-        return cls(model or "unknown CPU", arch or platform.machine(), frozenset(flags.split()))
+        return cls(model or UNKNOWN_CPU, arch or platform.machine(), frozenset(flags.split()))
 
     @classmethod
     def read(cls, path: Path = Path("/proc/cpuinfo")) -> CpuInfo:

@@ -246,6 +246,11 @@ class LocalEngine:
         url = self._recorded().get("url")
         return url if isinstance(url, str) else self.base_url
 
+    def serves(self, url: str) -> bool:
+        """True if this engine's recorded server is running at ``url`` (a client's
+        ``base_url`` is this machine's engine: its dtype and measured speed apply)."""
+        return self.recorded_pid() is not None and self.recorded_url() == url.rstrip("/")
+
     def healthy(self, timeout: float = 2.0, url: str | None = None) -> bool:
         return answers_ok(url or self.base_url, "/health", timeout)
 
